@@ -1,0 +1,148 @@
+"""Tiny TWW models for tests, benchmarks and CPU demos: a byte-level BPE tokenizer with every Qwen special token the
+processor needs, a 2-layer config (text hidden 64, vision depth 1-2) and a processor, all built offline in well under a
+second.
+"""
+
+from functools import lru_cache
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .modeling.configuration_tww import TWWConfig
+from .modeling.processing_tww import TWWProcessor, TWWVideoProcessor
+
+
+# The special tokens a TWW processor uses, in Qwen's order, then the two TWW boundaries.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<EOQ>",
+    "<EOT>",
+]
+
+# Text the tiny BPE learns merges from: the stream format itself, so prompts tokenize into few pieces.
+_CORPUS = [
+    "You are a helpful assistant.",
+    "[SEG THINK]\nFocus: ",
+    "\n\n[Q THINK]\nReasoning: ",
+    "\nAnswer: A\nAnswer: B\nAnswer: C\nAnswer: D",
+    "system\n",
+    "user\n",
+    "assistant\n",
+    "<0.5 seconds> <1.0 seconds> <12.5 seconds> <123.0 seconds>",
+    "What color is the ball? Which object appeared first? How many times did the red square move?",
+    "a red circle moves left. a blue square appears. the green triangle is still. nothing has changed.",
+]
+
+TINY_VOCAB_SIZE = 512
+
+
+@lru_cache(maxsize=1)
+def _tiny_tokenizer_json() -> str:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE - 32,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A fresh byte-level BPE tokenizer (< 512 ids) holding every special token TWW needs as single tokens."""
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>",
+            "vision_end_token": "<|vision_end|>",
+        },
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<EOQ>", "<EOT>"]})
+    return tokenizer
+
+
+def tiny_config(tokenizer=None, vision_depth: int = 1, **overrides) -> TWWConfig:
+    """A TWW config small enough for CPU tests; special ids are read from `tokenizer` (default: `tiny_tokenizer()`)."""
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _CONFIG_TOKENS.items()}
+    text_config = dict(
+        vocab_size=max(TINY_VOCAB_SIZE, len(tokenizer)),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 2, 2], "mrope_interleaved": True},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = dict(
+        depth=vision_depth,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        out_hidden_size=64,
+        num_position_embeddings=16,
+        deepstack_visual_indexes=[0],
+    )
+    kwargs = dict(text_config=text_config, vision_config=vision_config, **ids)
+    kwargs.update(overrides)
+    return TWWConfig(**kwargs)
+
+
+_CONFIG_TOKENS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+    "eoq_token_id": "<EOQ>",
+    "eot_token_id": "<EOT>",
+}
+
+
+def tiny_video_processor(**overrides) -> TWWVideoProcessor:
+    """Small frames -> few patches: at most 64x64 pixels per frame (1 to 4 merged tokens per temporal patch)."""
+    settings = dict(size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64 * 256}, max_video_tokens=4)
+    settings.update(overrides)
+    return TWWVideoProcessor(**settings)
+
+
+def tiny_processor(tokenizer=None, **video_overrides) -> TWWProcessor:
+    """A TWW processor around the tiny tokenizer and a small-frame video processor."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+    return TWWProcessor(
+        image_processor=Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2),
+        tokenizer=tokenizer,
+        video_processor=tiny_video_processor(**video_overrides),
+    )
+
+
+def tiny_model(seed: int = 0, processor=None, **config_overrides):
+    """A randomly initialised tiny `TWWForConditionalGeneration` (fp32, eval mode) matching `processor`'s tokenizer."""
+    import torch
+
+    from .modeling.modeling_tww import TWWForConditionalGeneration
+
+    tokenizer = processor.tokenizer if processor is not None else None
+    torch.manual_seed(seed)
+    return TWWForConditionalGeneration(tiny_config(tokenizer, **config_overrides)).eval()
