@@ -144,6 +144,26 @@ class TWWProcessor(Qwen3VLProcessor):
         # check rejects every real video processor, ours included.
         return None
 
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # Overwritten -- the stock loader fetches the video processor through AutoVideoProcessor, a torchvision-only
+        # dummy on CPU machines; load ours directly, and the rest as usual.
+        from transformers import AutoImageProcessor
+
+        subfolder = kwargs.pop("subfolder", "")
+        loaded = {
+            "image_processor": AutoImageProcessor.from_pretrained(
+                pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            ),
+            "tokenizer": cls._load_tokenizer_from_pretrained(
+                "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            ),
+            "video_processor": TWWVideoProcessor.from_pretrained(
+                pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            ),
+        }
+        return [loaded[name] for name in cls.get_attributes()]
+
     # ----------------------------------------------------------------------------------------------- token ids
     def token_id(self, token: str) -> int:
         """Id of a single special token, with a clear error if the tokenizer lacks it (never a silent split)."""

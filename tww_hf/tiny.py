@@ -43,14 +43,14 @@ _CORPUS = [
 TINY_VOCAB_SIZE = 512
 
 
-@lru_cache(maxsize=1)
-def _tiny_tokenizer_json() -> str:
+@lru_cache(maxsize=2)
+def _tiny_tokenizer_json(stream_tokens: bool) -> str:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TINY_VOCAB_SIZE - 32,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS if stream_tokens else SPECIAL_TOKENS[:-2],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -58,10 +58,13 @@ def _tiny_tokenizer_json() -> str:
     return tokenizer.to_str()
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A fresh byte-level BPE tokenizer (< 512 ids) holding every special token TWW needs as single tokens."""
+def tiny_tokenizer(stream_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A fresh byte-level BPE tokenizer (< 512 ids) holding every special token TWW needs as single tokens.
+
+    `stream_tokens=False` leaves out `<EOQ>`/`<EOT>`, like a stock Qwen3-VL tokenizer (for `tww convert` tests).
+    """
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json(stream_tokens)),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         extra_special_tokens={
@@ -71,7 +74,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
             "vision_end_token": "<|vision_end|>",
         },
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<EOQ>", "<EOT>"]})
+    if stream_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<EOQ>", "<EOT>"]})
     return tokenizer
 
 
