@@ -1,12 +1,12 @@
 """`tww_adaptive`: one attention function that routes each call to the kernel that fits its shape and mask.
 
-| case      | when                                           | GPU route                          | CPU fallback                 |
-|-----------|------------------------------------------------|------------------------------------|------------------------------|
-| prefill   | causal, no mask, q_len == k_len                | flash-attn causal                  | SDPA is_causal               |
-| decode    | causal, no mask, q_len == 1 < k_len            | flash-attn, no mask                | SDPA, no mask                |
-| chunk     | causal, no mask, 1 < q_len < k_len             | flash-attn causal (bottom-right)   | SDPA + explicit bottom-right |
-| masked    | an explicit mask (packed streaming training)   | xformers, else SDPA EFFICIENT      | SDPA + mask                  |
-| vision    | not causal (the vision tower)                  | flash-attn                         | SDPA                         |
+| case    | when                                         | GPU route                        | CPU fallback            |
+|---------|----------------------------------------------|----------------------------------|-------------------------|
+| prefill | causal, no mask, q_len == k_len              | flash-attn causal                | SDPA is_causal          |
+| decode  | causal, no mask, q_len == 1 < k_len          | flash-attn, no mask              | SDPA, no mask           |
+| chunk   | causal, no mask, 1 < q_len < k_len           | flash-attn causal (bottom-right) | SDPA + bottom-right     |
+| masked  | an explicit mask (packed streaming training) | xformers, else SDPA EFFICIENT    | SDPA + mask             |
+| vision  | not causal (the vision tower)                | flash-attn                       | SDPA                    |
 
 Streaming inference only produces the first three cases: a read attends to the whole source, a write to exactly
 `source[:limit] ‖ target` (the cache view returns only visible keys), so both are plain bottom-right causal.
@@ -156,13 +156,21 @@ def _check_forced(forced: str, case: str, device_type: str, dtype: torch.dtype) 
     if forced in ("flash", "xformers", "sdpa_efficient") and device_type != "cuda":
         raise RuntimeError(f"Attention backend {forced!r} was forced but the inputs are on {device_type}, not CUDA.")
     if forced == "flash" and not is_flash_attn_available():
-        raise RuntimeError("Attention backend 'flash' was forced but flash-attn is not available: pip install flash-attn.")
+        raise RuntimeError(
+            "Attention backend 'flash' was forced but flash-attn is not available: pip install flash-attn."
+        )
     if forced == "flash" and dtype not in _HALF:
-        raise RuntimeError(f"Attention backend 'flash' was forced but inputs are {dtype}; load the model in bf16/fp16.")
+        raise RuntimeError(
+            f"Attention backend 'flash' was forced but inputs are {dtype}; load the model in bf16/fp16."
+        )
     if forced == "flash" and case == "masked":
-        raise RuntimeError("Attention backend 'flash' was forced but this call has an irregular mask flash cannot take.")
+        raise RuntimeError(
+            "Attention backend 'flash' was forced but this call has an irregular mask flash cannot take."
+        )
     if forced == "xformers" and not is_xformers_available():
-        raise RuntimeError("Attention backend 'xformers' was forced but xformers is not available: pip install xformers.")
+        raise RuntimeError(
+            "Attention backend 'xformers' was forced but xformers is not available: pip install xformers."
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ kernels
@@ -184,7 +192,14 @@ def _sdpa(query, key, value, mask, case, scaling, dropout) -> torch.Tensor:
         mask = bottom_right_causal_mask(query.shape[-2], key.shape[-2], query.device)
     gqa = query.shape[1] != key.shape[1]
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=case == "prefill", enable_gqa=gqa
+        query,
+        key,
+        value,
+        attn_mask=mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=case == "prefill",
+        enable_gqa=gqa,
     )
     return out.transpose(1, 2)
 
@@ -266,8 +281,16 @@ def tww_adaptive_attention(
     return out.contiguous(), None
 
 
-def tww_adaptive_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=causal_mask_function,
-                      attention_mask=None, **kwargs):
+def tww_adaptive_mask(
+    batch_size,
+    q_length,
+    kv_length,
+    q_offset=0,
+    kv_offset=0,
+    mask_function=causal_mask_function,
+    attention_mask=None,
+    **kwargs,
+):
     """Mask builder paired with `tww_adaptive`: `None` for plain causal without padding (the attention function aligns
     it bottom-right itself), else the dense boolean mask `(B, 1, q_len, kv_len)` from `sdpa_mask`."""
     padding_mask = prepare_padding_mask(attention_mask, kv_length, kv_offset)
@@ -276,8 +299,15 @@ def tww_adaptive_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, 
         return None
     kwargs.pop("allow_is_causal_skip", None)
     return sdpa_mask(
-        batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask,
-        allow_is_causal_skip=False, **kwargs,
+        batch_size,
+        q_length,
+        kv_length,
+        q_offset,
+        kv_offset,
+        mask_function,
+        attention_mask,
+        allow_is_causal_skip=False,
+        **kwargs,
     )
 
 

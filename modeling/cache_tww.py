@@ -40,13 +40,18 @@ class _GrowableKV:
             new_values[..., : self.length, :] = self.values[..., : self.length, :]
         self.keys, self.values = new_keys, new_values  # swapped whole; old references stay valid for old lengths
 
-    def prefix(self, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def prefix(self, length: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The first `length` (default: all used) entries as views; `(None, None)` before the first append."""
+        if self.keys is None:
+            return None, None
         length = self.length if length is None else length
         return self.keys[..., :length, :], self.values[..., :length, :]
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative number of tokens to remove (transformers 5 contract), got {tokens_to_remove}.")
+            raise ValueError(
+                f"crop takes a negative number of tokens to remove (transformers 5 contract), got {tokens_to_remove}."
+            )
         if -tokens_to_remove > self.length:
             raise ValueError(f"Cannot remove {-tokens_to_remove} tokens from a part holding {self.length}.")
         self.length += tokens_to_remove
@@ -138,7 +143,8 @@ class StreamingLayer(CacheLayerMixin):
 
     def crop(self, tokens_to_remove: int) -> None:
         """Removes the last `-tokens_to_remove` target tokens (the source is append-only)."""
-        self.target.crop(tokens_to_remove)
+        if self.is_initialized:  # as DynamicLayer: a layer that never saw a token has nothing to crop
+            self.target.crop(tokens_to_remove)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         for part in (self.source, self.target):

@@ -54,9 +54,7 @@ class TWWConfig(Qwen3VLConfig):
                 "distinct tokens."
             )
         if not isinstance(self.target_start_pos, int) or self.target_start_pos < 0:
-            raise ValueError(
-                f"TWWConfig.target_start_pos must be an integer >= 0, got {self.target_start_pos!r}."
-            )
+            raise ValueError(f"TWWConfig.target_start_pos must be an integer >= 0, got {self.target_start_pos!r}.")
 
     def require_stream_token_ids(self) -> tuple[int, int]:
         """Returns `(eoq_token_id, eot_token_id)`, raising a clear error when either is unset."""

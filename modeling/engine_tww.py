@@ -29,7 +29,9 @@ def _greedy(logits: torch.Tensor) -> int:
     return int(logits[0, -1].argmax())
 
 
-def write_unit(model, processor, cache, snapshot, index: int, kind: str, pending: list[int], budget: int) -> UnitOutput:
+def write_unit(
+    model, processor, cache, snapshot, index: int, kind: str, pending: list[int], budget: int
+) -> UnitOutput:
     """Decodes C_index greedily against `snapshot`; `pending` (the previous unit's boundary) is fed with the prefix."""
     eot, eoq, end = processor.eot_token_id, processor.eoq_token_id, processor.end_token_id
     own, other = (eot, eoq) if kind == SEGMENT else (eoq, eot)

@@ -78,9 +78,9 @@ class SourceUnit:
 
     Attributes:
         kind (`str`): "segment" or "question".
-        input_ids (`torch.LongTensor` of shape `(1, n)`): the unit's source tokens (header/close included if first/last).
+        input_ids (`torch.LongTensor` of shape `(1, n)`): source tokens (header/close included if first/last).
         mm_token_type_ids (`torch.IntTensor` of shape `(1, n)`): 0 text, 2 video.
-        pixel_values_videos (`torch.FloatTensor` of shape `(patches, patch_dim)`, *optional*): the segment's patches.
+        pixel_values_videos (`torch.FloatTensor` of shape `(patches, patch_dim)`, *optional*): its patches.
         video_grid_thw (`torch.LongTensor` of shape `(1, 3)`, *optional*): `[temporal patches, h, w]`.
         start (`float`), end (`float`): stream time covered (seconds); a question has start == end == its time.
         text (`str`, *optional*): the question text.

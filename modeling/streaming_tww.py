@@ -111,7 +111,9 @@ def target_position_ids(start: int, length: int, batch_size: int = 1, device=Non
     return positions.view(1, 1, -1).expand(3, batch_size, -1)
 
 
-def streaming_position_ids(source_position_ids: torch.Tensor, target_length: int, target_start: int = 0) -> torch.Tensor:
+def streaming_position_ids(
+    source_position_ids: torch.Tensor, target_length: int, target_start: int = 0
+) -> torch.Tensor:
     """Packed positions `[source ‖ target]`: Qwen3-VL's M-RoPE over the source, then the target counter.
 
     Args:

@@ -56,15 +56,21 @@ def measure_case(case, q_len, k_len, causal, with_mask, device, dtype, repeats):
     scaling = query.shape[-1] ** -0.5
     attention.ROUTER.reset_counts()
     out, _ = attention.tww_adaptive_attention(module, query, key, value, mask, scaling=scaling)
-    (_, backend), = attention.ROUTER.counts
+    ((_, backend),) = attention.ROUTER.counts
     name = "vision" if case == "vision" else case
     reference = attention.KERNELS["eager"](query.float(), key.float(), value.float(), mask, name, scaling, 0.0)
-    milliseconds = _time(lambda: attention.tww_adaptive_attention(module, query, key, value, mask, scaling=scaling),
-                         device, repeats)
+    milliseconds = _time(
+        lambda: attention.tww_adaptive_attention(module, query, key, value, mask, scaling=scaling), device, repeats
+    )
     _, reason = attention.decide(name, query.device.type, query.dtype, attention.ROUTER.forced)
     return {
-        "case": case, "q_len": q_len, "k_len": k_len, "backend": backend, "reason": reason,
-        "ms": round(milliseconds, 3), "max_abs_diff_vs_fp32_math": float((out.float() - reference).abs().max()),
+        "case": case,
+        "q_len": q_len,
+        "k_len": k_len,
+        "backend": backend,
+        "reason": reason,
+        "ms": round(milliseconds, 3),
+        "max_abs_diff_vs_fp32_math": float((out.float() - reference).abs().max()),
     }
 
 
@@ -74,14 +80,22 @@ def run_attention_bench(json_output: bool = False, device: str | None = None, dt
     repeats = 20 if device == "cuda" else 3
     rows = [measure_case(*spec, device=device, dtype=dtype, repeats=repeats) for spec in CASES]
     if json_output:
-        print(json.dumps({"device": device, "dtype": str(dtype), "available": attention.backend_availability(),
-                          "rows": rows}, indent=2))
+        print(
+            json.dumps(
+                {"device": device, "dtype": str(dtype), "available": attention.backend_availability(), "rows": rows},
+                indent=2,
+            )
+        )
         return 0
-    print(f"tww bench attention on {device} ({dtype}); available backends: "
-          + ", ".join(name for name, ok in attention.backend_availability().items() if ok))
+    print(
+        f"tww bench attention on {device} ({dtype}); available backends: "
+        + ", ".join(name for name, ok in attention.backend_availability().items() if ok)
+    )
     print("| case | q_len | k_len | backend | why | ms | max diff vs fp32 math |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['case']} | {row['q_len']} | {row['k_len']} | {row['backend']} | {row['reason']} | "
-              f"{row['ms']:.3f} | {row['max_abs_diff_vs_fp32_math']:.2e} |")
+        print(
+            f"| {row['case']} | {row['q_len']} | {row['k_len']} | {row['backend']} | {row['reason']} | "
+            f"{row['ms']:.3f} | {row['max_abs_diff_vs_fp32_math']:.2e} |"
+        )
     return 0

@@ -15,7 +15,9 @@ def parse_question(text: str) -> tuple[float, str]:
     except ValueError:
         seconds = None
     if not sep or seconds is None or seconds < 0 or not question.strip():
-        raise argparse.ArgumentTypeError(f"--ask takes 'SECONDS: question', e.g. '12.5: What color is the ball?'; got {text!r}.")
+        raise argparse.ArgumentTypeError(
+            f"--ask takes 'SECONDS: question', e.g. '12.5: What color is the ball?'; got {text!r}."
+        )
     return seconds, question.strip()
 
 
@@ -83,8 +85,10 @@ def watch(args) -> int:
 def demo(args) -> int:
     from .video import synthetic_frames, write_video
 
-    print("tww demo: the trained demo model does not exist yet, so this streams a generated clip through a tiny RANDOM "
-          "model (real video decoding, segmentation, streaming cache and decoding; the text itself is noise).")
+    print(
+        "tww demo: the trained demo model does not exist yet, so this streams a generated clip through a tiny RANDOM "
+        "model (real video decoding, segmentation, streaming cache and decoding; the text itself is noise)."
+    )
     frames, _ = synthetic_frames(seconds=12.0, fps=2.0)
     with tempfile.TemporaryDirectory() as folder:
         clip = write_video(Path(folder) / "demo.mp4", frames, fps=2.0)

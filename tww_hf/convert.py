@@ -29,13 +29,17 @@ def read_stock_config(src: Path) -> dict:
     """The source's config.json as a dict, refusing anything that is not a stock Qwen3-VL checkpoint."""
     config_file = src / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"{src} has no config.json; pass the folder of a Qwen3-VL checkpoint (e.g. Qwen3-VL-4B-Instruct).")
+        raise ValueError(
+            f"{src} has no config.json; pass the folder of a Qwen3-VL checkpoint (e.g. Qwen3-VL-4B-Instruct)."
+        )
     config = json.loads(config_file.read_text())
     model_type = config.get("model_type")
     if model_type == TWWConfig.model_type:
         raise ValueError(f"{src} is already a TWW checkpoint (model_type 'tww'); nothing to convert.")
     if model_type != "qwen3_vl":
-        raise ValueError(f"{src} holds a {model_type!r} checkpoint; tww convert takes Qwen3-VL (model_type 'qwen3_vl').")
+        raise ValueError(
+            f"{src} holds a {model_type!r} checkpoint; tww convert takes Qwen3-VL (model_type 'qwen3_vl')."
+        )
     return config
 
 
@@ -54,7 +58,9 @@ def _set_rows_to_trained_mean(weight: torch.Tensor, row_ids: list[int], trained_
 
 def load_as_tww(src: Path, config: TWWConfig) -> TWWForConditionalGeneration:
     """Loads stock weights into the TWW class (same parameter names), refusing any missing or mismatched weight."""
-    model, info = TWWForConditionalGeneration.from_pretrained(src, config=config, dtype="auto", output_loading_info=True)
+    model, info = TWWForConditionalGeneration.from_pretrained(
+        src, config=config, dtype="auto", output_loading_info=True
+    )
     problems = {key: info.get(key) for key in ("missing_keys", "mismatched_keys") if info.get(key)}
     if problems:
         raise ValueError(f"{src} does not match the Qwen3-VL architecture of its config.json: {problems}.")

@@ -92,7 +92,12 @@ def tiny_config(tokenizer=None, vision_depth: int = 1, **overrides) -> TWWConfig
         num_key_value_heads=2,
         head_dim=16,
         max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 2, 2], "mrope_interleaved": True},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 1e4,
+            "mrope_section": [4, 2, 2],
+            "mrope_interleaved": True,
+        },
         pad_token_id=tokenizer.pad_token_id,
     )
     vision_config = dict(

@@ -39,7 +39,9 @@ def read_video(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, list[flo
     return np.stack(frames), times
 
 
-def synthetic_frames(seconds: float, fps: float = 2.0, size: int = 64, seed: int = 0) -> tuple[np.ndarray, list[float]]:
+def synthetic_frames(
+    seconds: float, fps: float = 2.0, size: int = 64, seed: int = 0
+) -> tuple[np.ndarray, list[float]]:
     """A coloured square moving over a dark background, changing colour every few seconds."""
     rng = np.random.default_rng(seed)
     colors = rng.integers(64, 256, size=(16, 3))
@@ -66,8 +68,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     return path
 
 
-def question_aligned_segments(times: list[float], questions: list[float], max_seconds: float = 60.0,
-                              recut_seconds: float = 30.0) -> list[tuple[int, int]]:
+def question_aligned_segments(
+    times: list[float], questions: list[float], max_seconds: float = 60.0, recut_seconds: float = 30.0
+) -> list[tuple[int, int]]:
     """Frame index ranges `[start, end)` cut at question times; pieces longer than `max_seconds` are re-cut into
     `recut_seconds` (the paper's 60/30 rule). Frames after the last question are dropped (nothing asks about them)."""
     if any(b < a for a, b in zip(times, times[1:])):

@@ -1,0 +1,70 @@
+"""The `tww` command line: watch a real mp4 written by the test, the demo, and the errors a user can hit."""
+
+import json
+
+import pytest
+
+from tww_hf.cli import main
+from tww_hf.video import read_video, synthetic_frames, write_video
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    frames, _ = synthetic_frames(seconds=6.0, fps=2.0)
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames, fps=2.0)
+
+
+def test_read_video_resamples_fps(clip):
+    frames, times = read_video(clip, fps=1.0)
+    assert frames.shape[1:] == (64, 64, 3) and frames.dtype.name == "uint8"
+    assert times == sorted(times) and all(b - a >= 0.99 for a, b in zip(times, times[1:]))
+    assert len(frames) == 6
+
+
+def test_watch_json_events(clip, capsys):
+    assert (
+        main(
+            [
+                "watch",
+                str(clip),
+                "--fps",
+                "2",
+                "--ask",
+                "2.5: What color is the square?",
+                "--json",
+                "--max-note-tokens",
+                "3",
+                "--max-answer-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "done" and "answer" in kinds and "note" in kinds
+    answer = next(e for e in events if e["event"] == "answer")
+    assert answer["question"] == "What color is the square?" and answer["time"] == 2.5
+    reads = [e for e in events if e["event"] == "read"]
+    assert [e["time"] for e in reads] == sorted(e["time"] for e in reads)  # arrival order
+    assert all(e["tokens"] <= 3 for e in events if e["event"] in ("note", "answer"))
+
+
+def test_demo_runs(capsys):
+    assert main(["demo", "--max-note-tokens", "2", "--max-answer-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny RANDOM model" in out and "done:" in out and "Q: What color is the square?" in out
+
+
+@pytest.mark.parametrize("ask", ["no time", "-1: q", "3:"])
+def test_bad_question_is_rejected(clip, ask):
+    with pytest.raises(SystemExit):
+        main(["watch", str(clip), "--ask", ask])
+
+
+def test_missing_and_corrupt_video(tmp_path, capsys):
+    assert main(["watch", str(tmp_path / "missing.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bad.mp4").write_bytes(b"this is not a video")
+    assert main(["watch", str(tmp_path / "bad.mp4")]) == 2
+    assert "Cannot decode" in capsys.readouterr().err
