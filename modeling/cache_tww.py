@@ -244,6 +244,12 @@ class StreamingDynamicCache(Cache):
         snapshot = snapshot if snapshot is not None else self.snapshot()
         return Cache(layers=[_TargetLayerView(layer, snapshot, i) for i, layer in enumerate(self.layers)])
 
+    def rollback_source(self, length: int, next_source_position: int) -> None:
+        """Forgets source tokens past `length` (a read that failed part-way); earlier K/V and snapshots are intact."""
+        for layer in self.layers:
+            layer.source.length = min(layer.source.length, length)
+        self.next_source_position = next_source_position
+
     def reset(self) -> None:
         """Empties the stream: K/V, counters and snapshots."""
         super().reset()

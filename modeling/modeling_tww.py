@@ -16,6 +16,8 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLForConditional
 from .attention_tww import ATTENTION_NAME, set_attention_backend
 from .cache_tww import SourceSnapshot, StreamingDynamicCache
 from .configuration_tww import TWWConfig
+from .engine_tww import StreamSession
+from .engine_tww import stream_generate as _stream_generate
 from .streaming_tww import target_position_ids
 
 
@@ -121,6 +123,34 @@ class TWWForConditionalGeneration(Qwen3VLForConditionalGeneration):
         )
         cache.next_target_position += n
         return outputs.logits
+
+    def stream_generate(self, processor, video=None, questions=(), overlap: bool = True, realtime: bool = False,
+                        segmenter=None, generation_config=None, **kwargs):
+        """Watches `video` and answers `questions` while it streams; yields typed events.
+
+        Args:
+            processor (`TWWProcessor`): the checkpoint's processor.
+            video: a path or URL (decoded with PyAV), an array `(N, H, W, 3)` (with `fps=` or `timestamps=`), or an
+                iterable of `(frame, seconds)`.
+            questions: `[(seconds, text), ...]`; each is asked after every frame at or before its time.
+            overlap (`bool`): keep reading while writing (TWW); False is the interleaved baseline. Greedy output is
+                identical in both modes.
+            realtime (`bool`): pace input at its timestamps against the wall clock (live); False runs flat out.
+            segmenter: `FixedSegmenter(4.0)` by default; also `SceneChangeSegmenter`, `QuestionAlignedSegmenter`.
+            generation_config (`GenerationConfig`, *optional*): sampling settings (greedy by default).
+            **kwargs: `fps`, `timestamps`, `drop_after_last_question`, `max_note_tokens`, `max_answer_tokens`,
+                `max_total_tokens`, `do_sample`, `temperature`, `top_k`, `top_p`, `seed`.
+
+        Yields:
+            `StreamEvent`s: `segment`, `question`, `note`, `answer_token`, `answer`, `error`, then one `summary`.
+        """
+        yield from _stream_generate(self, processor, video, questions, overlap=overlap, realtime=realtime,
+                                    segmenter=segmenter, generation_config=generation_config, **kwargs)
+
+    def start_stream(self, processor, segmenter=None, overlap: bool = True, generation_config=None, **kwargs):
+        """A live `StreamSession`: `push_frames(frames, timestamps)`, `ask(text)`, `events()`, `close()`."""
+        return StreamSession(self, processor, segmenter=segmenter, overlap=overlap,
+                             generation_config=generation_config, **kwargs)
 
     @staticmethod
     def set_attention_backend(name: str | None) -> None:
