@@ -291,10 +291,13 @@ class StreamEngine:
             unit = self._encode(index, item)
         except ValueError as error:
             self.stats["errors"] += 1
-            self.outputs.put(StreamError(f"Skipped a {type(item).__name__.lower()} at {item.end:.2f}s: {error}", index))
+            what = type(item).__name__.lower()
+            self.outputs.put(StreamError(f"Skipped a {what} at {item.end:.2f}s: {error}", index))
             if index > 0 and not self.overlap:
                 self.written.release()  # nothing will be written for it
             return None
+        if isinstance(item, Question):  # events report the text the model reads (placeholders stripped)
+            item = Question(item.time, unit.text, item.last)
         length, position = self.cache.source_length, self.cache.next_source_position
         stream = torch.cuda.stream(self.read_stream) if self.read_stream is not None else nullcontext()
         try:
@@ -516,7 +519,8 @@ class StreamSession:
         time = self.last_time if time is None else float(time)
         if time is None:
             time = 0.0
-            self.engine.outputs.put(StreamError("A question was asked before any frame; it is answered without video."))
+            message = "A question was asked before any frame; it is answered without video."
+            self.engine.outputs.put(StreamError(message))
         for segment in self.segmenter.flush():
             self.engine.put(segment)
         self.engine.put(Question(time, text))

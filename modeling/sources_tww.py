@@ -6,6 +6,7 @@ comes after every frame with timestamp <= t. `iter_items` turns both into the or
 `Question` items, marking the last one.
 """
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +50,7 @@ def iter_video_file(path, fps: float = 1.0):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as error:
-        raise ValueError(f"Cannot open video {path}: {error}. Check the path or URL and that FFmpeg can read it.") from error
+        raise ValueError(f"Cannot open video {path}: {error}. Check the path/URL and that FFmpeg reads it.") from error
     next_time = 0.0
     with container:
         try:
@@ -79,6 +80,9 @@ def iter_array(frames, timestamps=None, fps: float | None = None):
 def as_frame_source(video, fps: float = 1.0, timestamps=None):
     """A path/URL, an array, or an iterable of (frame, timestamp) -> an iterator of (frame, timestamp)."""
     if isinstance(video, str) or hasattr(video, "__fspath__"):
+        path = str(video)
+        if "://" not in path and not path.startswith("/dev/") and not os.path.exists(path):
+            raise FileNotFoundError(f"Video file {path} does not exist.")
         return iter_video_file(video, fps)
     if isinstance(video, np.ndarray) or (hasattr(video, "shape") and hasattr(video, "ndim")):
         return iter_array(np.asarray(video), timestamps, fps)
@@ -168,10 +172,15 @@ def iter_items(frames, questions, segmenter, drop_after_last_question: bool = Fa
     pending = sorted((float(t), text) for t, text in questions)
     drop = drop_after_last_question and bool(pending)
     previous = None
-    for item in _ordered_items(frames, pending, segmenter, drop):
+    try:
+        for item in _ordered_items(frames, pending, segmenter, drop):
+            if previous is not None:
+                yield previous
+            previous = item
+    except Exception:  # the source broke: hand over what was complete (not as the last item), then the error
         if previous is not None:
             yield previous
-        previous = item
+        raise
     if previous is None:
         raise ValueError("The stream has no frames and no questions.")
     previous.last = True
@@ -201,3 +210,21 @@ def _close_for_question(segmenter):
     if isinstance(segmenter, QuestionAlignedSegmenter):
         return segmenter.flush(question=True)
     return segmenter.flush()
+
+
+@dataclass
+class CountSegmenter(FixedSegmenter):
+    """Cuts after `counts[k]` frames for segment k (a record's `segment_info[].num_frames`), then by `seconds`."""
+
+    counts: list = field(default_factory=list)
+    _done: int = field(default=0, repr=False)
+
+    def _should_cut(self, frame, time: float) -> bool:
+        if self._done < len(self.counts):
+            return len(self._frames) >= self.counts[self._done]
+        return super()._should_cut(frame, time)
+
+    def flush(self) -> list[Segment]:
+        segments = super().flush()
+        self._done += len(segments)
+        return segments

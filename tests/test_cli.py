@@ -22,38 +22,30 @@ def test_read_video_resamples_fps(clip):
 
 
 def test_watch_json_events(clip, capsys):
-    assert (
-        main(
-            [
-                "watch",
-                str(clip),
-                "--fps",
-                "2",
-                "--ask",
-                "2.5: What color is the square?",
-                "--json",
-                "--max-note-tokens",
-                "3",
-                "--max-answer-tokens",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert main(["watch", str(clip), "--fps", "2", "--ask", "2.5: What color is the square?", "--json",
+                 "--max-note-tokens", "3", "--max-answer-tokens", "3", "--segment-seconds", "2"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[-1] == "done" and "answer" in kinds and "note" in kinds
+    assert kinds[-1] == "summary" and "answer" in kinds and "note" in kinds
     answer = next(e for e in events if e["event"] == "answer")
-    assert answer["question"] == "What color is the square?" and answer["time"] == 2.5
-    reads = [e for e in events if e["event"] == "read"]
-    assert [e["time"] for e in reads] == sorted(e["time"] for e in reads)  # arrival order
+    assert answer["question"] == "What color is the square?" and answer["arrival"] == 2.5
+    assert all(e["text"] is not None for e in events if e["event"] in ("note", "answer"))
+    reads = [e for e in events if e["event"] in ("segment", "question")]
+    assert [e["unit"] for e in reads] == list(range(len(reads)))
     assert all(e["tokens"] <= 3 for e in events if e["event"] in ("note", "answer"))
+
+
+def test_watch_no_overlap_prints_timings(clip, capsys):
+    assert main(["watch", str(clip), "--fps", "2", "--no-overlap", "--ask", "3: What moved?",
+                 "--max-note-tokens", "2", "--max-answer-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Q: What moved?" in out and "answered in" in out and "(interleaved)" in out
 
 
 def test_demo_runs(capsys):
     assert main(["demo", "--max-note-tokens", "2", "--max-answer-tokens", "2"]) == 0
     out = capsys.readouterr().out
-    assert "tiny RANDOM model" in out and "done:" in out and "Q: What color is the square?" in out
+    assert "tiny RANDOM model" in out and "summary:" in out and "Q: What color is the square?" in out
 
 
 @pytest.mark.parametrize("ask", ["no time", "-1: q", "3:"])
@@ -66,5 +58,5 @@ def test_missing_and_corrupt_video(tmp_path, capsys):
     assert main(["watch", str(tmp_path / "missing.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "bad.mp4").write_bytes(b"this is not a video")
-    assert main(["watch", str(tmp_path / "bad.mp4")]) == 2
-    assert "Cannot decode" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path / "bad.mp4")]) == 1
+    assert "Cannot open video" in capsys.readouterr().out

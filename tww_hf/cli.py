@@ -36,65 +36,78 @@ def load_model_and_processor(path: str | None):
     return model, AutoProcessor.from_pretrained(path, trust_remote_code=True)
 
 
-def build_units(processor, frames, times, questions, segment_seconds: float):
-    """Segments cut at question times (and at the end of the video), re-cut to `segment_seconds`; questions placed
-    after every segment that ends at or before their time."""
-    from .video import question_aligned_segments
+def make_segmenter(name: str, seconds: float, questions):
+    from .video import FixedSegmenter, QuestionAlignedSegmenter, SceneChangeSegmenter
 
-    cuts = [t for t, _ in questions] + [times[-1]]
-    spans = question_aligned_segments(times, cuts, max_seconds=segment_seconds, recut_seconds=segment_seconds)
-    events = [(times[end - 1], 0, ("segment", start, end)) for start, end in spans]
-    events += [(t, 1, ("question", t, q)) for t, q in questions]
-    units = []
-    for _, _, item in sorted(events, key=lambda e: (e[0], e[1])):
-        if item[0] == "segment":
-            _, start, end = item
-            units.append(processor.encode_segment(frames[start:end], times[start:end]))
-        else:
-            units.append(processor.encode_question(item[2], item[1]))
-    return processor.build_source(units)
+    if name == "scene":
+        return SceneChangeSegmenter(seconds=seconds)
+    if name == "question":
+        return QuestionAlignedSegmenter(seconds=seconds, question_times=[t for t, _ in questions])
+    return FixedSegmenter(seconds=seconds)
 
 
-def print_event(event: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(event), flush=True)
-    elif event["event"] == "read":
-        print(f"[{event['time']:7.1f}s] read {event['kind']:<8} (source {event['source_tokens']} tokens)", flush=True)
-    elif event["event"] == "note":
-        print(f"[{event['time']:7.1f}s]   note: {event['text']!r}", flush=True)
-    elif event["event"] == "answer":
-        print(f"[{event['time']:7.1f}s]   Q: {event['question']}\n             A: {event['text']!r}", flush=True)
-    elif event["event"] == "done":
-        print(f"done: {event['source_tokens']} source tokens read, {event['target_tokens']} target tokens written.")
+def format_event(event) -> str | None:
+    """A human-readable line per event; streamed answer tokens are left to --json (threads interleave them)."""
+    kind = event.kind
+    if kind == "segment":
+        return f"[{event.end:7.1f}s] read segment {event.start:.1f}-{event.end:.1f}s (lag {event.lag:.2f}s)"
+    if kind == "question":
+        return f"[{event.arrival:7.1f}s] Q: {event.text}"
+    if kind == "note":
+        return f"[{event.segment_end:7.1f}s]   note: {event.text!r}"
+    if kind == "answer":
+        first = f"{event.first_token:.2f}s" if event.first_token is not None else "-"
+        return (f"[{event.arrival:7.1f}s]   A: {event.text!r}\n"
+                f"             answered in {event.done:.2f}s (first token after {first}, "
+                f"{event.ttft_tokens} tokens processed before it, {event.tokens} generated)")
+    if kind == "error":
+        return f"  ! {event.message}"
+    if kind == "summary":
+        latency = ", ".join(f"{x:.2f}s" for x in event.question_latency) or "-"
+        return (f"summary: {event.units} units, {event.note_tokens} note + {event.answer_tokens} answer tokens, "
+                f"lag max {event.max_lag:.2f}s mean {event.mean_lag:.2f}s, question latency {latency}, "
+                f"{event.wall:.1f}s wall ({'overlapped' if event.overlap else 'interleaved'})")
+    return None
+
+
+def stream_and_print(model, processor, video, questions, args) -> int:
+    events = model.stream_generate(
+        processor, video, questions, overlap=not args.no_overlap, realtime=args.realtime, fps=args.fps,
+        segmenter=make_segmenter(args.segmenter, args.segment_seconds, questions),
+        max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens,
+    )
+    errors = 0
+    for event in events:
+        errors += event.kind == "error"
+        if args.json:
+            print(json.dumps(event.to_dict()), flush=True)
+        elif (line := format_event(event)) is not None:
+            print(line, flush=True)
+    return 1 if errors else 0
 
 
 def watch(args) -> int:
-    from .modeling.engine_tww import run_serial
-    from .video import read_video
-
     model, processor = load_model_and_processor(args.model)
     if args.model is None and not args.json:
         print("No --model given: using a tiny RANDOM model; the stream is real, its notes and answers are noise.")
-    frames, times = read_video(args.video, fps=args.fps)
-    units = build_units(processor, frames, times, args.ask or [], args.segment_seconds)
-    for event in run_serial(model, processor, units, args.max_note_tokens, args.max_answer_tokens):
-        print_event(event, args.json)
-    return 0
+    video = args.video
+    if not Path(video).is_file() and "://" not in video and not video.startswith("/dev/"):
+        raise FileNotFoundError(f"Video file {video} does not exist.")
+    return stream_and_print(model, processor, video, args.ask or [], args)
 
 
 def demo(args) -> int:
     from .video import synthetic_frames, write_video
 
-    print(
-        "tww demo: the trained demo model does not exist yet, so this streams a generated clip through a tiny RANDOM "
-        "model (real video decoding, segmentation, streaming cache and decoding; the text itself is noise)."
-    )
+    print("tww demo: the trained demo model does not exist yet, so this streams a generated clip through a tiny "
+          "RANDOM model (real decoding, segmentation, overlapped streaming; the text itself is noise).")
     frames, _ = synthetic_frames(seconds=12.0, fps=2.0)
     with tempfile.TemporaryDirectory() as folder:
         clip = write_video(Path(folder) / "demo.mp4", frames, fps=2.0)
-        args.video, args.model, args.fps = str(clip), None, 2.0
-        args.ask = [(5.0, "What color is the square?"), (11.0, "Which way did the square move?")]
-        return watch(args)
+        model, processor = load_model_and_processor(None)
+        args.fps = 2.0
+        questions = [(5.0, "What color is the square?"), (11.0, "Which way did the square move?")]
+        return stream_and_print(model, processor, str(clip), questions, args)
 
 
 def convert(args) -> int:
@@ -126,7 +139,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     demo_parser = commands.add_parser("demo", help="stream a generated clip (placeholder until the demo model ships)")
     _add_stream_options(demo_parser)
-    demo_parser.set_defaults(func=demo)
+    demo_parser.set_defaults(func=demo, fps=2.0)
 
     convert_parser = commands.add_parser("convert", help="stock Qwen3-VL checkpoint folder -> TWW checkpoint")
     convert_parser.add_argument("src")
@@ -145,6 +158,9 @@ def make_parser() -> argparse.ArgumentParser:
 def _add_stream_options(parser) -> None:
     parser.add_argument("--ask", action="append", type=parse_question, metavar="'SECONDS: QUESTION'")
     parser.add_argument("--segment-seconds", type=float, default=4.0)
+    parser.add_argument("--segmenter", choices=["fixed", "scene", "question"], default="fixed")
+    parser.add_argument("--no-overlap", action="store_true", help="interleaved baseline: read, write, read, ...")
+    parser.add_argument("--realtime", action="store_true", help="pace the video at its timestamps")
     parser.add_argument("--max-note-tokens", type=int, default=24)
     parser.add_argument("--max-answer-tokens", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -1,8 +1,22 @@
-"""Video in and out for the CLI: decode a file with PyAV at a target fps, write a synthetic clip, cut segments."""
+"""Video sources (file, live URL/webcam, frames directory, reference records, arrays, synthetic) and clip writing.
 
+Every source yields `(frame, seconds)`: frame `(H, W, 3)` uint8, timestamps non-decreasing, resampled to `fps`.
+"""
+
+import json
+import time
 from pathlib import Path
 
 import numpy as np
+
+from .modeling.sources_tww import (  # noqa: F401  (re-exported: the remote-code half of the sources)
+    CountSegmenter,
+    FixedSegmenter,
+    QuestionAlignedSegmenter,
+    SceneChangeSegmenter,
+    iter_array,
+    iter_video_file,
+)
 
 
 def _require_av():
@@ -14,29 +28,85 @@ def _require_av():
 
 
 def read_video(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, list[float]]:
-    """Decodes `path` and keeps about `fps` frames per second.
-
-    Returns:
-        frames (`np.ndarray` of shape `(N, H, W, 3)`, uint8) and their timestamps in seconds.
-    """
-    av = _require_av()
+    """Decodes a whole file at about `fps` frames per second: frames `(N, H, W, 3)` uint8 and their timestamps."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Video file {path} does not exist.")
-    frames, times, next_time = [], [], 0.0
-    try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                time = float(frame.time if frame.time is not None else len(times) / fps)
-                if time + 1e-6 >= next_time:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                    times.append(time)
-                    next_time = time + 1.0 / fps
-    except av.error.FFmpegError as error:
-        raise ValueError(f"Cannot decode {path}: {error}. Is it a video file FFmpeg can read?") from error
-    if not frames:
+    pairs = list(iter_video_file(path, fps))
+    if not pairs:
         raise ValueError(f"{path} has no decodable video frames.")
-    return np.stack(frames), times
+    return np.stack([frame for frame, _ in pairs]), [time for _, time in pairs]
+
+
+def file_source(path: str | Path, fps: float = 1.0):
+    """(frame, seconds) from a video file, decoded lazily at about `fps`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Video file {path} does not exist.")
+    return iter_video_file(path, fps)
+
+
+def live_source(url: str, fps: float = 1.0, format: str | None = None, max_seconds: float | None = None):
+    """(frame, seconds since the first frame) from a live URL (rtsp://, http(s)://) or a device (/dev/video0 with
+    format='v4l2'), through PyAV; stops after `max_seconds` of stream time if given."""
+    av = _require_av()
+    try:
+        container = av.open(url, format=format, options={"rtsp_transport": "tcp"} if url.startswith("rtsp") else {})
+    except (av.error.FFmpegError, OSError) as error:
+        raise ValueError(f"Cannot open live source {url}: {error}. Check the URL/device and its format.") from error
+    start, next_time = None, 0.0
+    with container:
+        for frame in container.decode(video=0):
+            now = time.monotonic()
+            start = now if start is None else start
+            stamp = now - start
+            if max_seconds is not None and stamp > max_seconds:
+                return
+            if stamp + 1e-6 >= next_time:
+                next_time = stamp + 1.0 / fps
+                yield frame.to_ndarray(format="rgb24"), stamp
+
+
+def frames_dir_source(frames_dir: str | Path, frame_files: list[str], timestamps: list[float]):
+    """(frame, seconds) from extracted frame images (the reference data layout: `frames_path` + `frame_files` +
+    `sample_timestamps`)."""
+    from PIL import Image
+
+    frames_dir = Path(frames_dir)
+    if len(frame_files) != len(timestamps):
+        raise ValueError(f"{len(frame_files)} frame files but {len(timestamps)} timestamps; fix the record.")
+    for name, stamp in zip(frame_files, timestamps):
+        path = frames_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"Frame {path} is missing; check `frames_path` and `frame_files` in the record.")
+        with Image.open(path) as image:
+            yield np.asarray(image.convert("RGB")), float(stamp)
+
+
+def reference_record_stream(record_path: str | Path):
+    """A reference-format record (`video` or `frames_path` + `frame_files` + `sample_timestamps`, `conversations`,
+    `metadata.segment_info`) -> `(frames, questions, segmenter)` for `stream_generate`. The frame root is the parent
+    of the record's folder, as in the reference repository."""
+    record_path = Path(record_path)
+    record = json.loads(record_path.read_text())
+    meta = record.get("metadata", record)
+    questions = [
+        (float(turn["timestamps"]), turn["value"])
+        for turn in record.get("conversations", [])
+        if turn.get("from") == "human" and turn.get("timestamps") is not None
+    ]
+    counts = [int(segment["num_frames"]) for segment in meta.get("segment_info", [])]
+    segmenter = CountSegmenter(seconds=30.0, counts=counts)
+    if meta.get("frame_files"):
+        root = record_path.parent.parent / meta.get("frames_path", "")
+        return frames_dir_source(root, meta["frame_files"], meta["sample_timestamps"]), questions, segmenter
+    video = file_source(record_path.parent / record["video"], fps=float(meta.get("sample_fps", 1.0)))
+    return video, questions, segmenter
+
+
+def synthetic_source(seconds: float, fps: float = 2.0, size: int = 64, seed: int = 0):
+    """(frame, seconds) of `synthetic_frames`."""
+    frames, times = synthetic_frames(seconds, fps, size, seed)
+    return iter_array(frames, times)
 
 
 def synthetic_frames(
@@ -66,24 +136,3 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     return path
-
-
-def question_aligned_segments(
-    times: list[float], questions: list[float], max_seconds: float = 60.0, recut_seconds: float = 30.0
-) -> list[tuple[int, int]]:
-    """Frame index ranges `[start, end)` cut at question times; pieces longer than `max_seconds` are re-cut into
-    `recut_seconds` (the paper's 60/30 rule). Frames after the last question are dropped (nothing asks about them)."""
-    if any(b < a for a, b in zip(times, times[1:])):
-        raise ValueError("Frame timestamps go backwards; pass frames in stream order.")
-    cuts = sorted(questions)
-    segments, start = [], 0
-    for cut in cuts:
-        end = sum(1 for t in times if t <= cut)
-        while end > start and times[end - 1] - times[start] > max_seconds:
-            stop = start + sum(1 for t in times[start:end] if t - times[start] < recut_seconds)
-            segments.append((start, stop))
-            start = stop
-        if end > start:
-            segments.append((start, end))
-            start = end
-    return segments
