@@ -125,11 +125,14 @@ class StreamSummary(StreamEvent):
 # ---------------------------------------------------------------------------------------------------- decoding
 @dataclass
 class DecodeSettings:
-    """Token budgets and sampling. `max_total_tokens` caps everything written (None: no global cap)."""
+    """Token budgets and sampling. `max_total_tokens` caps everything written (None: no global cap); boundaries are
+    suppressed until a unit has `min_*_tokens` tokens (like `min_new_tokens`)."""
 
     max_note_tokens: int = 64
     max_answer_tokens: int = 256
     max_total_tokens: int | None = None
+    min_note_tokens: int = 0
+    min_answer_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = None
@@ -169,8 +172,10 @@ class TokenChooser:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(settings.seed if settings.seed is not None else torch.seed())
 
-    def __call__(self, logits: torch.Tensor) -> int:
+    def __call__(self, logits: torch.Tensor, forbidden: list[int] | None = None) -> int:
         row = logits[0, -1].float()
+        if forbidden:
+            row = row.index_fill(0, torch.tensor(forbidden, device=row.device), float("-inf"))
         if not self.settings.do_sample:
             return int(row.argmax())
         row = row / self.settings.temperature
@@ -366,6 +371,8 @@ class StreamEngine:
         own = processor.boundary_token_id(kind)
         boundaries = {processor.eot_token_id, processor.eoq_token_id, processor.end_token_id}
         budget = self._budget(kind)
+        minimum = min(budget, self.settings.min_note_tokens if kind == SEGMENT else self.settings.min_answer_tokens)
+        forbidden = sorted(boundaries)
         if budget == 0 and self.settings.max_total_tokens is not None:
             self.outputs.put(StreamError(f"The global budget max_total_tokens={self.settings.max_total_tokens} is "
                                          "spent; this unit gets no text. Raise max_total_tokens.", read.index))
@@ -373,7 +380,7 @@ class StreamEngine:
         tokens, first_token, ttft_tokens, token = [], None, 0, None
         while True:
             logits = self.model.stream_write(self.cache, _ids(feed, self.device), read.snapshot, logits_to_keep=1)
-            token = chooser(logits)
+            token = chooser(logits, forbidden if len(tokens) < minimum else None)
             if token in boundaries or len(tokens) >= budget:
                 break
             if kind == QUESTION:

@@ -139,7 +139,8 @@ class TWWForConditionalGeneration(Qwen3VLForConditionalGeneration):
             segmenter: `FixedSegmenter(4.0)` by default; also `SceneChangeSegmenter`, `QuestionAlignedSegmenter`.
             generation_config (`GenerationConfig`, *optional*): sampling settings (greedy by default).
             **kwargs: `fps`, `timestamps`, `drop_after_last_question`, `max_note_tokens`, `max_answer_tokens`,
-                `max_total_tokens`, `do_sample`, `temperature`, `top_k`, `top_p`, `seed`.
+                `max_total_tokens`, `min_note_tokens`, `min_answer_tokens`, `do_sample`, `temperature`, `top_k`,
+                `top_p`, `seed`.
 
         Yields:
             `StreamEvent`s: `segment`, `question`, `note`, `answer_token`, `answer`, `error`, then one `summary`.

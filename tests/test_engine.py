@@ -252,3 +252,25 @@ def test_reference_record_frames_directory(model, processor, tmp_path):
     kinds = [e.kind for e in events if e.kind in ("segment", "question")]
     assert kinds == ["segment", "question", "segment"]
     assert next(e for e in events if e.kind == "question").text == "What moved?"
+
+
+def test_sampling_is_seeded_and_configurable(model, processor, clip):
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(do_sample=True, temperature=1.5, top_k=50, top_p=0.95)
+    first = outputs(run(model, processor, clip, generation_config=config, seed=3))
+    again = outputs(run(model, processor, clip, generation_config=config, seed=3))
+    other = outputs(run(model, processor, clip, generation_config=config, seed=4))
+    greedy = outputs(run(model, processor, clip))
+    assert first == again and first != other and first != greedy
+    with pytest.raises(ValueError, match="temperature"):
+        run(model, processor, clip, do_sample=True, temperature=0.0)
+
+
+def test_live_source_reads_through_pyav(tmp_path):
+    from tww_hf.video import live_source, write_video
+
+    frames, _ = synthetic_frames(seconds=3.0, fps=4.0)
+    path = write_video(tmp_path / "camera.mp4", frames, fps=4.0)
+    stamps = [stamp for _, stamp in live_source(str(path), fps=100.0)]
+    assert len(stamps) == len(frames) and stamps == sorted(stamps)

@@ -148,6 +148,11 @@ ids = torch.tensor([processor.encode_text("hello stream")])
 with torch.no_grad():
     logits = model(input_ids=ids).logits
 torch.save(logits, sys.argv[2])
+import numpy as np
+frames = np.zeros((4, 64, 64, 3), dtype=np.uint8)
+events = list(model.stream_generate(processor, frames, [(1.0, "What is there?")], fps=2.0, max_note_tokens=2,
+                                    max_answer_tokens=2))
+assert [e.kind for e in events].count("answer") == 1 and events[-1].kind == "summary", [e.kind for e in events]
 print(type(model).__module__, type(other).__name__, type(processor).__name__, model.config._attn_implementation)
 """
 

@@ -17,8 +17,17 @@ from .modeling.attention_tww import ROUTER as attention_router
 from .modeling.attention_tww import backend_availability, set_attention_backend
 from .modeling.cache_tww import SourceSnapshot, StreamingDynamicCache
 from .modeling.configuration_tww import TWWConfig
+from .modeling.engine_tww import DecodeSettings, StreamEngine, StreamSession
 from .modeling.modeling_tww import TWWForConditionalGeneration
 from .modeling.processing_tww import SourceUnit, TWWProcessor, TWWVideoProcessor
+from .modeling.sources_tww import (
+    CountSegmenter,
+    FixedSegmenter,
+    Question,
+    QuestionAlignedSegmenter,
+    SceneChangeSegmenter,
+    Segment,
+)
 from .modeling.streaming_tww import (
     build_streaming_mask,
     build_streaming_mask_batch,
@@ -42,6 +51,15 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "CountSegmenter",
+    "DecodeSettings",
+    "FixedSegmenter",
+    "Question",
+    "QuestionAlignedSegmenter",
+    "SceneChangeSegmenter",
+    "Segment",
+    "StreamEngine",
+    "StreamSession",
     "SourceSnapshot",
     "SourceUnit",
     "StreamingDynamicCache",

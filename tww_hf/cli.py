@@ -119,10 +119,12 @@ def convert(args) -> int:
 
 
 def bench(args) -> int:
-    from .bench import run_attention_bench
+    from .bench import run_attention_bench, run_overlap_bench
 
     if args.what == "attention":
         return run_attention_bench(json_output=args.json, device=args.device, dtype=args.dtype)
+    if args.what == "overlap":
+        return run_overlap_bench(segments=args.segments, plot=args.plot, json_output=args.json)
     raise SystemExit(f"Unknown benchmark {args.what!r}.")
 
 
@@ -147,7 +149,9 @@ def make_parser() -> argparse.ArgumentParser:
     convert_parser.set_defaults(func=convert)
 
     bench_parser = commands.add_parser("bench", help="benchmarks")
-    bench_parser.add_argument("what", choices=["attention"])
+    bench_parser.add_argument("what", choices=["attention", "overlap"])
+    bench_parser.add_argument("--segments", type=int, default=120, help="overlap: segments per run")
+    bench_parser.add_argument("--plot", default="overlap_bench.png", help="overlap: where to save the plot")
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     bench_parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default per device)")
     bench_parser.add_argument("--json", action="store_true")

@@ -79,17 +79,19 @@ def tiny_tokenizer(stream_tokens: bool = True) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_config(tokenizer=None, vision_depth: int = 1, **overrides) -> TWWConfig:
-    """A TWW config small enough for CPU tests; special ids are read from `tokenizer` (default: `tiny_tokenizer()`)."""
+def tiny_config(tokenizer=None, vision_depth: int = 1, hidden_size: int = 64, num_layers: int = 2,
+                **overrides) -> TWWConfig:
+    """A TWW config small enough for CPU tests; special ids are read from `tokenizer` (default: `tiny_tokenizer()`).
+    `hidden_size` / `num_layers` scale the text model up for benchmarks (head_dim stays 16)."""
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _CONFIG_TOKENS.items()}
     text_config = dict(
         vocab_size=max(TINY_VOCAB_SIZE, len(tokenizer)),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // 16,
+        num_key_value_heads=max(1, hidden_size // 32),
         head_dim=16,
         max_position_embeddings=4096,
         rope_parameters={
@@ -108,7 +110,7 @@ def tiny_config(tokenizer=None, vision_depth: int = 1, **overrides) -> TWWConfig
         patch_size=16,
         temporal_patch_size=2,
         spatial_merge_size=2,
-        out_hidden_size=64,
+        out_hidden_size=hidden_size,
         num_position_embeddings=16,
         deepstack_visual_indexes=[0],
     )
