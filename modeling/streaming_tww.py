@@ -13,8 +13,10 @@ where `source_visible[q]` is the number of source tokens query q may see (S for 
 """
 
 import itertools
+from types import SimpleNamespace
 
 import torch
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
 
 def _check_layout(source_lengths, target_lengths) -> None:
@@ -129,9 +131,27 @@ def streaming_position_ids(
     return torch.cat([source_position_ids, target], dim=-1)
 
 
+class _RopeIndex:
+    """Qwen3-VL's own `get_rope_index` without a model instance: it only reads the vision merge size."""
+
+    get_rope_index = Qwen3VLModel.get_rope_index
+    get_vision_position_ids = Qwen3VLModel.get_vision_position_ids
+
+    def __init__(self, spatial_merge_size: int):
+        self.config = SimpleNamespace(vision_config=SimpleNamespace(spatial_merge_size=spatial_merge_size))
+
+
+def source_position_ids(input_ids, mm_token_type_ids, video_grid_thw=None, spatial_merge_size: int = 2):
+    """Qwen3-VL M-RoPE positions of a whole source `(3, batch, S)`, exactly as `Qwen3VLModel.get_rope_index`."""
+    positions, _ = _RopeIndex(spatial_merge_size).get_rope_index(
+        input_ids, mm_token_type_ids, video_grid_thw=video_grid_thw)
+    return positions
+
+
 __all__ = [
     "build_streaming_mask",
     "build_streaming_mask_batch",
+    "source_position_ids",
     "source_visibility",
     "streaming_mask_function",
     "streaming_position_ids",

@@ -118,13 +118,55 @@ def convert(args) -> int:
     return 0
 
 
+def train(args) -> int:
+    from .trainer.sft import TWWSFTConfig
+    from .trainer.stages import run_curriculum, run_stage
+
+    if args.source is None and not args.tiny:
+        raise ValueError("Pass --from CHECKPOINT (a TWW checkpoint) or --tiny (a tiny random model to try it out).")
+    config = TWWSFTConfig(
+        output_dir=args.output, stage=args.stage, max_steps=args.max_steps, num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, lora_r=args.lora, logging_steps=1, save_strategy="no",
+        use_cpu=args.cpu or not _has_cuda(), gradient_checkpointing=not args.no_gradient_checkpointing,
+        seed=args.seed,
+    )
+    runner = run_curriculum if args.curriculum else run_stage
+    out = runner(args.data, args.output, config, source=args.source, tiny=args.tiny)
+    print(f"Saved {out}; load it with AutoModel.from_pretrained('{out}', trust_remote_code=True).")
+    return 0
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def data(args) -> int:
+    from .data import RecordError, load_records, validate_record
+
+    records, problems = load_records(args.file), []
+    for record in records:
+        try:
+            validate_record(record)
+        except RecordError as error:
+            problems.append(str(error))
+    for problem in problems:
+        print(f"invalid: {problem}")
+    print(f"{len(records) - len(problems)} of {len(records)} records are valid.")
+    return 1 if problems else 0
+
+
 def bench(args) -> int:
-    from .bench import run_attention_bench, run_overlap_bench
+    from .bench import run_attention_bench, run_overlap_bench, run_train_bench
 
     if args.what == "attention":
         return run_attention_bench(json_output=args.json, device=args.device, dtype=args.dtype)
     if args.what == "overlap":
         return run_overlap_bench(segments=args.segments, plot=args.plot, json_output=args.json)
+    if args.what == "train":
+        return run_train_bench(json_output=args.json)
     raise SystemExit(f"Unknown benchmark {args.what!r}.")
 
 
@@ -148,8 +190,33 @@ def make_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("out")
     convert_parser.set_defaults(func=convert)
 
+    train_parser = commands.add_parser("train", help="train a stage (or the 3-stage curriculum) with TRL")
+    train_parser.add_argument("--data", required=True, help="a JSONL file, or a folder of stage1/2/3.jsonl")
+    train_parser.add_argument("--stage", type=int, choices=[1, 2, 3], default=1)
+    train_parser.add_argument("--output", required=True)
+    source = train_parser.add_mutually_exclusive_group()
+    source.add_argument("--from", dest="source", default=None, help="TWW checkpoint to start from")
+    source.add_argument("--tiny", action="store_true", help="start from a tiny random TWW model (CPU try-out)")
+    train_parser.add_argument("--curriculum", action="store_true", help="stages 1 -> 2 -> 3, each from the last")
+    train_parser.add_argument("--lora", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
+    train_parser.add_argument("--max-steps", type=int, default=-1)
+    train_parser.add_argument("--epochs", type=float, default=1.0)
+    train_parser.add_argument("--batch-size", type=int, default=1)
+    train_parser.add_argument("--grad-accum", type=int, default=1)
+    train_parser.add_argument("--lr", type=float, default=1e-5)
+    train_parser.add_argument("--seed", type=int, default=42)
+    train_parser.add_argument("--cpu", action="store_true")
+    train_parser.add_argument("--no-gradient-checkpointing", action="store_true")
+    train_parser.set_defaults(func=train)
+
+    data_parser = commands.add_parser("data", help="training data tools")
+    data_commands = data_parser.add_subparsers(dest="data_command", required=True)
+    validate_parser = data_commands.add_parser("validate", help="check TWW records (JSONL, or reference .json)")
+    validate_parser.add_argument("file")
+    validate_parser.set_defaults(func=data)
+
     bench_parser = commands.add_parser("bench", help="benchmarks")
-    bench_parser.add_argument("what", choices=["attention", "overlap"])
+    bench_parser.add_argument("what", choices=["attention", "overlap", "train"])
     bench_parser.add_argument("--segments", type=int, default=120, help="overlap: segments per run")
     bench_parser.add_argument("--plot", default="overlap_bench.png", help="overlap: where to save the plot")
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")

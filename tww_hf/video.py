@@ -47,7 +47,7 @@ def file_source(path: str | Path, fps: float = 1.0):
 
 def live_source(url: str, fps: float = 1.0, format: str | None = None, max_seconds: float | None = None):
     """(frame, seconds since the first frame) from a live URL (rtsp://, http(s)://) or a device (/dev/video0 with
-    format='v4l2'), through PyAV; stops after `max_seconds` of stream time if given."""
+    format='v4l2'), through PyAV, at about `fps`; stops after `max_seconds` of stream time if given."""
     av = _require_av()
     try:
         container = av.open(url, format=format, options={"rtsp_transport": "tcp"} if url.startswith("rtsp") else {})
@@ -56,7 +56,8 @@ def live_source(url: str, fps: float = 1.0, format: str | None = None, max_secon
     start, next_time = None, 0.0
     with container:
         for frame in container.decode(video=0):
-            now = time.monotonic()
+            # The frame's presentation time (its capture time), relative to the first; the wall clock if it has none.
+            now = float(frame.time) if frame.time is not None else time.monotonic()
             start = now if start is None else start
             stamp = now - start
             if max_seconds is not None and stamp > max_seconds:

@@ -1,0 +1,122 @@
+"""The TWW training recipe on TRL: `TWWSFTConfig`, a minimal `SFTTrainer` subclass, LoRA, and the stage runner.
+
+Paper defaults (App. B): AdamW, peak LR 1e-5, warmup 3 %, weight decay 0.1, bf16 on GPU, full fine-tuning; three
+stages run in sequence (single-round -> multi-round -> long-range), each from the previous stage's checkpoint.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from ..modeling.modeling_tww import TWWForConditionalGeneration
+from .collator import TWWDataCollator
+
+
+logger = logging.getLogger(__name__)
+
+LANGUAGE_MODEL_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class TWWSFTConfig(SFTConfig):
+    """`SFTConfig` with the paper's defaults and the streaming collator's switches."""
+
+    stage: int = field(default=1, metadata={"help": "Training stage (1 single-round, 2 multi-round, 3 long-range).",
+                                            "choices": [1, 2, 3]})
+    train_on_prefixes: bool = field(default=False, metadata={"help": "Also learn the header and forced prefixes."})
+    train_on_notes: bool = field(default=True, metadata={"help": "Learn memory notes (False: answers only)."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the language model (0: full fine-tuning)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Warm-up fraction (paper: 3 %)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (paper: 0.1)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: the collator reads "
+                                                                         "the raw record columns."})
+    max_length: int | None = field(default=None, metadata={"help": "No truncation: it would cut video placeholders."})
+    report_to: str = field(default="none", metadata={"help": "Where to log (none, tensorboard, wandb, ...)."})
+    dataset_kwargs: dict | None = field(default_factory=lambda: {"skip_prepare_dataset": True},
+                                        metadata={"help": "TRL dataset options; the collator prepares records."})
+
+    def __post_init__(self):
+        if self.packing:
+            raise ValueError("TWW records cannot be packed together (their streams would see each other); set "
+                             "packing=False and raise per_device_train_batch_size instead.")
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns must be False: TWWDataCollator needs the record columns.")
+        if self.bf16 is None:  # the paper trains in bf16 on GPU; left unset, transformers autocasts CPU runs too
+            self.bf16 = not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        super().__post_init__()
+
+
+class TWWSFTTrainer(SFTTrainer):
+    """SFTTrainer whose `num_tokens` metric counts real tokens (TRL sums `attention_mask`, which is 4-D here)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Overwritten -- TRL counts tokens as attention_mask.sum(): L² entries of our streaming mask per sample.
+        mode = "train" if self.model.training else "eval"
+        before = self._total_train_tokens
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if mode == "train":
+            pad_id = self.processing_class.tokenizer.pad_token_id
+            local = (inputs["input_ids"] != pad_id).sum()
+            self._total_train_tokens = before + self.accelerator.gather_for_metrics(local).sum().item()
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return result
+
+
+def lora_config(model, rank: int, alpha: int = 32):
+    """LoRA on the language model's linear layers; the `<EOQ>`/`<EOT>` embedding rows are trained as well (they
+    are untrained in a converted base model)."""
+    from peft import LoraConfig
+
+    eoq, eot = model.config.require_stream_token_ids()
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_LINEAR,
+                      trainable_token_indices={"embed_tokens": [eoq, eot]}, task_type="CAUSAL_LM")
+
+
+def build_trainer(model, processor, train_dataset, args: TWWSFTConfig, eval_dataset=None, callbacks=None):
+    """A `TWWSFTTrainer` wired with the streaming collator, the processor and (if `args.lora_r`) LoRA."""
+    collator = TWWDataCollator(processor, train_on_prefixes=args.train_on_prefixes,
+                               train_on_notes=args.train_on_notes,
+                               target_start_pos=model.config.target_start_pos)
+    return TWWSFTTrainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=lora_config(model, args.lora_r, args.lora_alpha) if args.lora_r else None,
+        callbacks=callbacks,
+    )
+
+
+def save_checkpoint(trainer, processor, output_dir: str | Path) -> Path:
+    """Saves a loadable checkpoint: weights (LoRA merged), config with `auto_map`, remote code and processor."""
+    output_dir = Path(output_dir)
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+    trainer.accelerator.wait_for_everyone()
+    return output_dir
+
+
+def load_model_for_training(source: str | None, tiny: bool, processor=None):
+    """(model, processor): a checkpoint folder, or a tiny random TWW model when `tiny`."""
+    if tiny:
+        from ..tiny import tiny_model, tiny_processor
+
+        processor = processor or tiny_processor()
+        return tiny_model(seed=0, processor=processor).train(), processor
+    if source is None:
+        raise ValueError("Pass --from CHECKPOINT (a TWW checkpoint; `tww convert` makes one) or --tiny.")
+    from transformers import AutoProcessor
+
+    model = TWWForConditionalGeneration.from_pretrained(source)
+    return model, AutoProcessor.from_pretrained(source, trust_remote_code=True)
