@@ -94,17 +94,29 @@ def build_trainer(model, processor, train_dataset, args: TWWSFTConfig, eval_data
     )
 
 
-def save_checkpoint(trainer, processor, output_dir: str | Path) -> Path:
-    """Saves a loadable checkpoint: weights (LoRA merged), config with `auto_map`, remote code and processor."""
-    output_dir = Path(output_dir)
-    model = trainer.model
+def save_checkpoint(trainer, processor, output_dir: str | Path, base_model: str | None = None) -> Path:
+    """Saves a loadable checkpoint (weights with LoRA merged, config with `auto_map`, remote code, processor), the
+    run's training record and its model card; writing happens on the main process only."""
+    from ..hub_cards.card import render_card, write_training_record
+
+    output_dir, base_model = Path(output_dir), str(base_model) if base_model else None
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if trainer.accelerator.is_main_process:
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
+        training = write_training_record(output_dir, trainer.args, len(trainer.train_dataset), _hardware(trainer))
+        training["base model"] = base_model or "tiny random TWW model"
+        render_card(output_dir.name, base_model=base_model, training=training).save(output_dir / "README.md")
     trainer.accelerator.wait_for_everyone()
     return output_dir
+
+
+def _hardware(trainer) -> str:
+    device = trainer.args.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return f"{trainer.accelerator.num_processes} x {name}"
 
 
 def load_model_for_training(source: str | None, tiny: bool, processor=None):

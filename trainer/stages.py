@@ -33,7 +33,7 @@ def run_stage(data, output_dir, args: TWWSFTConfig, source: str | None = None, t
     dataset = load_dataset(data, args.stage)
     trainer = build_trainer(model, processor, dataset, replace(args, output_dir=str(output_dir)))
     trainer.train()
-    return save_checkpoint(trainer, processor, output_dir)
+    return save_checkpoint(trainer, processor, output_dir, base_model=source)
 
 
 def run_curriculum(data, output_dir, args: TWWSFTConfig, source: str | None = None, tiny: bool = False) -> Path:

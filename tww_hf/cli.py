@@ -137,6 +137,23 @@ def train(args) -> int:
     return 0
 
 
+def export(args) -> int:
+    from .hub_cards.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, eval_file=args.eval, repo_id=args.repo_id,
+                            revision=args.revision, base_model=args.base_model)
+    print(f"Hub-ready folder: {out} (card: {out / 'README.md'}). Upload it with `tww push {out} REPO_ID`.")
+    return 0
+
+
+def push(args) -> int:
+    from .hub_cards.export import push_folder
+
+    info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"Pushed {args.folder} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -215,6 +232,22 @@ def make_parser() -> argparse.ArgumentParser:
     validate_parser.add_argument("file")
     validate_parser.set_defaults(func=data)
 
+    export_parser = commands.add_parser("export", help="a Hub-ready folder with weights, remote code and a card")
+    export_parser.add_argument("checkpoint")
+    export_parser.add_argument("out")
+    export_parser.add_argument("--eval", default=None, help="evaluation results JSON (tww eval --json)")
+    export_parser.add_argument("--repo-id", default=None, help="the Hub id the card's usage snippet loads")
+    export_parser.add_argument("--revision", default="main", help="the revision the card's snippet pins")
+    export_parser.add_argument("--base-model", default=None)
+    export_parser.set_defaults(func=export)
+
+    push_parser = commands.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
+    push_parser.add_argument("folder")
+    push_parser.add_argument("repo_id")
+    push_parser.add_argument("--private", action="store_true")
+    push_parser.add_argument("--revision", default=None, help="a branch to push to (created if missing)")
+    push_parser.set_defaults(func=push)
+
     bench_parser = commands.add_parser("bench", help="benchmarks")
     bench_parser.add_argument("what", choices=["attention", "overlap", "train"])
     bench_parser.add_argument("--segments", type=int, default=120, help="overlap: segments per run")
@@ -241,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         print(f"tww {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -38,7 +38,7 @@ def main(script_args: ScriptArguments, training_args: TWWSFTConfig) -> None:
     dataset = load_dataset(script_args.data_path, training_args.stage)
     trainer = build_trainer(model, processor, dataset, training_args)
     trainer.train()
-    save_checkpoint(trainer, processor, training_args.output_dir)
+    save_checkpoint(trainer, processor, training_args.output_dir, base_model=script_args.model_name_or_path)
 
 
 if __name__ == "__main__":
