@@ -162,17 +162,37 @@ def _has_cuda() -> bool:
 
 def data(args) -> int:
     from .data import RecordError, load_records, validate_record
+    from .synth import causality_problems
 
-    records, problems = load_records(args.file), []
+    path = Path(args.file)
+    files = sorted(path.glob("stage*.jsonl")) if path.is_dir() else [path]
+    records, problems = [r for f in files for r in load_records(f)], []
     for record in records:
         try:
             validate_record(record)
         except RecordError as error:
             problems.append(str(error))
+            continue
+        problems += [f"record {record.get('id')!r}, {p}" for p in causality_problems(record)]
     for problem in problems:
         print(f"invalid: {problem}")
-    print(f"{len(records) - len(problems)} of {len(records)} records are valid.")
+    print(f"{len(records)} records checked, {len(problems)} problems.")
     return 1 if problems else 0
+
+
+def data_synth(args) -> int:
+    import time
+
+    from .synth import synthesize
+
+    start = time.perf_counter()
+    path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed)
+    for problem in problems:
+        print(f"dropped: {problem}")
+    kept = sum(1 for _ in path.open())
+    print(f"Wrote {kept} stage-{args.stage} records to {path} in {time.perf_counter() - start:.1f}s "
+          f"({len(problems)} problems found and dropped).")
+    return 0
 
 
 def bench(args) -> int:
@@ -228,9 +248,16 @@ def make_parser() -> argparse.ArgumentParser:
 
     data_parser = commands.add_parser("data", help="training data tools")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)
-    validate_parser = data_commands.add_parser("validate", help="check TWW records (JSONL, or reference .json)")
+    validate_parser = data_commands.add_parser("validate", help="check TWW records (a JSONL file, a folder of "
+                                               "stage*.jsonl, or a reference .json)")
     validate_parser.add_argument("file")
     validate_parser.set_defaults(func=data)
+    synth_parser = data_commands.add_parser("synth", help="generate synthetic-world records for a stage")
+    synth_parser.add_argument("--stage", type=int, choices=[1, 2, 3], required=True)
+    synth_parser.add_argument("--num", type=int, default=100)
+    synth_parser.add_argument("--out", required=True)
+    synth_parser.add_argument("--seed", type=int, default=0)
+    synth_parser.set_defaults(func=data_synth)
 
     export_parser = commands.add_parser("export", help="a Hub-ready folder with weights, remote code and a card")
     export_parser.add_argument("checkpoint")

@@ -1,0 +1,264 @@
+"""Three-stage streaming CoT data on the synthetic world, written by a deterministic teacher from the event log.
+
+- Stage 1: short clips, one question (real-time or short backward).
+- Stage 2: short clips, several questions whose answers reuse earlier evidence.
+- Stage 3: long streams with distractor segments, questions about events far back, and questions asked before their
+  evidence exists (the right answer says it cannot be known yet).
+
+Every record is in the trainer's JSONL format (`tww_hf/data.py`) plus `events` (the exact log) and `world` (how to
+regenerate it), which the causality validator checks notes and reasoning against.
+"""
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .world import COLORS, SHAPES, Event, World, generate_world
+
+
+NOT_YET = "It has not appeared yet"
+STAGES = {
+    1: dict(duration=(8.0, 12.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.0),
+    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.0),
+    3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3),
+}
+_EVENT_TEMPLATES = ("At {t:.1f}s {what}.", "{t:.1f}s: {what}.", "{What} ({t:.1f}s).")
+
+
+@dataclass
+class Question:
+    time: float
+    text: str
+    options: list[str] | None
+    answer: str  # a letter, yes/no, or a number
+    kind: str  # realtime, backward, count, presence, not_yet
+    reasoning: str
+
+
+# ------------------------------------------------------------------------------------------------------ teacher
+class TemplateTeacher:
+    """Writes notes and reasoning from the event log alone, never looking past the unit it writes."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def note(self, world: World, start: float, end: float) -> str:
+        events = world.events_between(start, end)
+        if events:
+            return " ".join(self._sentence(e) for e in events)
+        objects = [o for o in world.state_at(end) if o.id >= 0]
+        if not objects:
+            return "The screen is empty; nothing happens."
+        things = ", ".join(f"a {o.color} {o.shape}" + (f" moving {o.direction}" if o.direction else "")
+                           for o in objects)
+        return f"On screen: {things}; nothing changes."
+
+    def _sentence(self, event: Event) -> str:
+        template = _EVENT_TEMPLATES[int(self.rng.integers(len(_EVENT_TEMPLATES)))]
+        what = event.describe()
+        return template.format(t=event.time, what=what, What=what[0].upper() + what[1:])
+
+
+# ---------------------------------------------------------------------------------------------------- questions
+def _history(world: World, time: float) -> list[Event]:
+    return [e for e in world.events if e.time <= time]
+
+
+def _mcq(rng, correct: str, pool: list[str]) -> tuple[list[str], str]:
+    distractors = [p for p in dict.fromkeys(pool) if p != correct]
+    rng.shuffle(distractors)
+    options = [correct] + distractors[:3]
+    rng.shuffle(options)
+    return [f"{'ABCD'[i]}. {o}" for i, o in enumerate(options)], "ABCD"[options.index(correct)]
+
+
+def _cite(events: list[Event]) -> str:
+    return " ".join(f"The note at {e.time:.1f}s says {e.describe()}." for e in events) or "No note reports a change."
+
+
+def ask_realtime(world: World, time: float, rng) -> Question | None:
+    objects = [o for o in world.state_at(time) if o.id >= 0]
+    if not objects:
+        return None
+    target = objects[int(rng.integers(len(objects)))]
+    options, letter = _mcq(rng, target.color, list(COLORS))
+    evidence = [e for e in _history(world, time) if e.object == target.id][-2:]
+    reasoning = f"{_cite(evidence)} So the {target.shape} is {target.color} now."
+    return Question(time, f"What color is the {target.shape} now?", options, letter, "realtime", reasoning)
+
+
+def ask_first(world: World, time: float, rng) -> Question | None:
+    entered = [e for e in _history(world, time) if e.kind == "enter"]
+    if len(entered) < 2:
+        return None
+    first = entered[0]
+    pool = [f"{e.color} {e.shape}" for e in entered] + [f"{c} {s}" for s in SHAPES for c in list(COLORS)[:4]]
+    options, letter = _mcq(rng, f"{first.color} {first.shape}", pool)
+    reasoning = f"{_cite(entered[:2])} The earliest entry is the {first.color} {first.shape}."
+    return Question(time, "Which object entered first?", options, letter, "backward", reasoning)
+
+
+def ask_count(world: World, time: float, rng) -> Question | None:
+    entered = [e for e in _history(world, time) if e.kind == "enter"]
+    reasoning = f"{_cite(entered)} That makes {len(entered)} entries."
+    return Question(time, "How many objects have entered so far?", None, str(len(entered)), "count", reasoning)
+
+
+def ask_presence(world: World, time: float, rng) -> Question | None:
+    seen = {(e.color, e.shape) for e in _history(world, time) if e.kind in ("enter", "recolor")}
+    seen |= {(e.detail, e.shape) for e in _history(world, time) if e.kind == "recolor"}
+    color, shape = str(rng.choice(list(COLORS)[:5])), str(rng.choice(SHAPES))
+    answer = "yes" if (color, shape) in seen else "no"
+    matching = [e for e in _history(world, time) if e.shape == shape][:2]
+    reasoning = f"{_cite(matching)} A {color} {shape} {'has' if answer == 'yes' else 'has not'} appeared."
+    return Question(time, f"Has a {color} {shape} appeared so far?", None, answer, "presence", reasoning)
+
+
+def ask_not_yet(world: World, time: float, rng) -> Question | None:
+    """A question about a shape that has not appeared by `time`: the right answer is that it cannot be known yet."""
+    seen = {e.shape for e in _history(world, time)}
+    unseen = [s for s in SHAPES if s not in seen]
+    if not unseen:
+        return None
+    shape = unseen[int(rng.integers(len(unseen)))]
+    options, letter = _mcq(rng, NOT_YET, [NOT_YET] + list(COLORS)[:4])
+    reasoning = f"No note so far mentions a {shape}, so its color cannot be known yet."
+    return Question(time, f"What color is the {shape}?", options, letter, "not_yet", reasoning)
+
+
+ASKERS = {1: (ask_realtime, ask_count, ask_presence), 2: (ask_realtime, ask_first, ask_count, ask_presence),
+          3: (ask_realtime, ask_first, ask_count, ask_presence)}
+
+
+# ------------------------------------------------------------------------------------------------------ records
+def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0) -> dict:
+    """One record of `stage` from `seed` (the same seed always gives the same record)."""
+    spec, rng = STAGES[stage], np.random.default_rng([stage, seed])
+    duration = float(rng.uniform(*spec["duration"]) // spec["segment"] * spec["segment"])
+    distractors = [(duration * 0.3, duration * 0.3 + spec["segment"])] if spec["distractors"] else None
+    world = generate_world(seed * 7 + stage, duration=duration, fps=fps, size=size, distractor_spans=distractors)
+    questions = _questions(world, stage, rng)
+    units, teacher, previous = [], TemplateTeacher(seed), -1.0
+    times = world.timestamps
+    for segment_end in np.arange(spec["segment"] - 1 / fps, duration, spec["segment"]):
+        end = float(round(segment_end, 6))
+        frame_times = [t for t in times if previous < t <= end]
+        units.append({"kind": "segment", "start": frame_times[0], "end": end,
+                      "note": teacher.note(world, previous, end)})
+        for question in (q for q in questions if q.time == end):
+            units.append(_question_unit(question))
+        previous = end
+    return {"id": f"synth-s{stage}-{seed:06d}", "stage": stage, "fps": fps, "units": units,
+            "events": [asdict(e) for e in world.events],
+            "world": {"seed": seed * 7 + stage, "duration": duration, "fps": fps, "size": size,
+                      "distractor_spans": distractors}}
+
+
+def _questions(world: World, stage: int, rng) -> list[Question]:
+    spec = STAGES[stage]
+    segment_ends = [round(t, 6) for t in np.arange(spec["segment"] - 1 / world.fps, world.duration, spec["segment"])]
+    count = int(rng.integers(spec["questions"][0], spec["questions"][1] + 1))
+    candidates = segment_ends[1:] if len(segment_ends) > 1 else segment_ends
+    times = sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist())
+    questions = []
+    for time in times:
+        premature = rng.random() < spec["premature"]
+        askers = (ask_not_yet,) if premature else ASKERS[stage]
+        for asker in rng.permutation(len(askers)):
+            question = askers[int(asker)](world, float(time), rng)
+            if question is not None:
+                questions.append(question)
+                break
+    return questions
+
+
+def _question_unit(question: Question) -> dict:
+    text = question.text + ("\n" + "\n".join(question.options) if question.options else "")
+    return {"kind": "question", "time": question.time, "question": text, "question_type": question.kind,
+            "answer": f"{question.reasoning}\nAnswer: {question.answer}", "gold": question.answer}
+
+
+def render_record_video(record: dict, out_dir: str | Path) -> Path:
+    """Regenerates the record's world, renders it and writes `clips/<id>.mp4` under `out_dir`; sets `video`."""
+    from .video import write_video
+
+    world = generate_world(**{k: v for k, v in record["world"].items()})
+    path = Path(out_dir) / "clips" / f"{record['id']}.mp4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, world.render(), fps=world.fps)
+    record["video"] = str(path.relative_to(out_dir))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- validator
+_TIME = re.compile(r"(\d+(?:\.\d+)?)s\b")
+_ANSWER = re.compile(r"\nAnswer: (?:[ABCD]|yes|no|\d+)$")
+
+
+def causality_problems(record: dict) -> list[str]:
+    """Everything that breaks the streaming format or causality: one output per unit (checked by the trainer's
+    validator), notes only about their own segment, reasoning citing only what arrived before the question,
+    well-formed answers. With an event log, note events are checked against it."""
+    problems, previous_end = [], -1.0
+    events = [Event(**e) for e in record.get("events", [])]
+    for index, unit in enumerate(record.get("units", [])):
+        where = f"units[{index}]"
+        if unit.get("kind") == "segment":
+            problems += _note_problems(unit, previous_end, events, where)
+            previous_end = float(unit["end"])
+        elif unit.get("kind") == "question":
+            answer = str(unit.get("answer") or "")
+            if not _ANSWER.search(answer):
+                problems.append(f"{where}: the answer does not end with 'Answer: X' (a letter, yes/no or a number).")
+            late = [float(t) for t in _TIME.findall(answer) if float(t) > float(unit["time"]) + 1e-6]
+            if late:
+                problems.append(f"{where}: the reasoning cites {late[0]}s, after the question at {unit['time']}s.")
+    return problems
+
+
+def _note_problems(unit: dict, previous_end: float, events: list[Event], where: str) -> list[str]:
+    note, end = str(unit.get("note") or ""), float(unit["end"])
+    if not note.strip():
+        return [f"{where}: the segment has no note."]
+    problems = []
+    for time in (float(t) for t in _TIME.findall(note)):
+        if not previous_end < time <= end + 1e-6:
+            problems.append(f"{where}: the note mentions {time}s, outside its segment ({previous_end}, {end}].")
+    if events:
+        own = {e.describe() for e in events if previous_end < e.time <= end}
+        later = [e for e in events if e.time > end and e.describe() in note and e.describe() not in own]
+        if later:
+            problems.append(f"{where}: the note reports '{later[0].describe()}', which happens later "
+                            f"({later[0].time}s).")
+    return problems
+
+
+def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: bool = True) -> tuple[Path, list[str]]:
+    """Writes `num` validated records of `stage` to `out/stage{stage}.jsonl` (videos under `out/clips/`); records
+    that fail validation are reported and dropped. Returns the file and the problems found."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from .data import RecordError, validate_record
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path, problems, kept = out / f"stage{stage}.jsonl", [], 0
+    with path.open("w") as handle:
+        for index in tqdm(range(num), desc=f"stage {stage}", disable=not progress):
+            record = build_record(stage, seed + index)
+            render_record_video(record, out)
+            found = causality_problems(record)
+            try:
+                validate_record({**record, "_root": str(out)})
+            except RecordError as error:
+                found.append(str(error))
+            if found:
+                problems += [f"{record['id']}: {problem}" for problem in found]
+                continue
+            handle.write(json.dumps(record) + "\n")
+            kept += 1
+    return path, problems
