@@ -195,6 +195,25 @@ def data_synth(args) -> int:
     return 0
 
 
+def data_build(args) -> int:
+    from .teachers import OpenAITeacher, TransformersTeacher, build_from_annotations
+
+    if args.teacher == "openai":
+        if not args.base_url or not args.model:
+            raise ValueError("--teacher openai needs --base-url (e.g. http://127.0.0.1:8000/v1) and --model.")
+        teacher = OpenAITeacher(args.base_url, args.model, api_key_env=args.api_key_env)
+    else:
+        if not args.model:
+            raise ValueError("--teacher transformers needs --model (a local chat model folder).")
+        teacher = TransformersTeacher(args.model)
+    path, problems = build_from_annotations(args.annotations, teacher, args.out)
+    for problem in problems:
+        print(f"dropped: {problem}")
+    kept = sum(1 for _ in path.open())
+    print(f"Wrote {kept} records to {path} ({len(problems)} dropped).")
+    return 0 if kept else 1
+
+
 def bench(args) -> int:
     from .bench import run_attention_bench, run_overlap_bench, run_train_bench
 
@@ -258,6 +277,14 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--out", required=True)
     synth_parser.add_argument("--seed", type=int, default=0)
     synth_parser.set_defaults(func=data_synth)
+    build_parser = data_commands.add_parser("build", help="write notes and reasoning for annotations with a teacher")
+    build_parser.add_argument("--teacher", choices=["openai", "transformers"], required=True)
+    build_parser.add_argument("--annotations", required=True, help="reference-format .json or JSONL records")
+    build_parser.add_argument("--out", required=True)
+    build_parser.add_argument("--base-url", default=None, help="openai: the endpoint, e.g. http://127.0.0.1:8000/v1")
+    build_parser.add_argument("--model", default=None, help="openai: model name; transformers: model folder")
+    build_parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="variable holding the key")
+    build_parser.set_defaults(func=data_build)
 
     export_parser = commands.add_parser("export", help="a Hub-ready folder with weights, remote code and a card")
     export_parser.add_argument("checkpoint")
@@ -301,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as error:
         print(f"tww {args.command}: error: {error}", file=sys.stderr)
         return 2
 

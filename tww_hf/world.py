@@ -128,7 +128,8 @@ def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: in
 
 def _random_event(rng, objects, used, time, size, max_objects) -> Event | None:
     present = [o for o in objects if o.present]
-    choices = (["enter"] if len(present) < max_objects else []) + (["leave", "recolor", "move", "stop"] if present else [])
+    choices = ["enter"] if len(present) < max_objects else []
+    choices += ["leave", "recolor", "move", "stop"] if present else []
     kind = str(rng.choice(choices))
     if kind == "enter":
         free = [(s, c) for s in SHAPES for c in COLORS if c != "white" and (s, c) not in used]

@@ -1,0 +1,93 @@
+"""The synthetic world and the three-stage data: determinism, frames vs event log, notes vs log, the validator."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tww_hf.cli import main
+from tww_hf.data import load_jsonl, validate_record
+from tww_hf.synth import NOT_YET, build_record, causality_problems
+from tww_hf.world import COLORS, OBJECT_SIZE, generate_world
+
+
+def test_same_seed_same_world_and_record():
+    assert build_record(3, 11) == build_record(3, 11)
+    assert build_record(2, 11) != build_record(2, 12)
+    first, again = generate_world(5), generate_world(5)
+    assert first.events == again.events and np.array_equal(first.render(), again.render())
+
+
+def test_rendered_frames_match_the_event_log():
+    world = generate_world(3, duration=20.0)
+    frames = world.render()
+    checked = 0
+    for index, time in enumerate(world.timestamps):
+        for obj in world.state_at(time):
+            if obj.id < 0 or obj.shape == "triangle":  # a triangle's centre pixel is on its edge
+                continue
+            pixel = frames[index, int(round(obj.y)), int(round(obj.x))]
+            if all(abs(o.x - obj.x) > OBJECT_SIZE or abs(o.y - obj.y) > OBJECT_SIZE
+                   for o in world.state_at(time) if o is not obj):  # not overlapped by another object
+                assert tuple(pixel) == COLORS[obj.color], (time, obj)
+                checked += 1
+    assert checked > 10
+    entered = {e.object for e in world.events if e.kind == "enter"}
+    assert entered == {o.id for state in world.states for o in state if o.id >= 0}
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_records_are_valid_and_notes_agree_with_the_log(stage):
+    for seed in range(10):
+        record = build_record(stage, seed)
+        validate_record({**record, "frames": np.zeros((1, 8, 8, 3), np.uint8), "timestamps": [0.0]})
+        assert causality_problems(record) == []
+        previous = -1.0
+        for unit in record["units"]:
+            if unit["kind"] == "segment":
+                inside = [e for e in record["events"] if previous < e["time"] <= unit["end"]]
+                for event in inside:
+                    assert f"{event['time']:.1f}s" in unit["note"]  # every event of the segment is noted
+                previous = unit["end"]
+            else:
+                assert unit["answer"].endswith(f"Answer: {unit['gold']}")
+
+
+def test_stage_shapes():
+    stage1 = [build_record(1, s) for s in range(20)]
+    stage3 = [build_record(3, s) for s in range(20)]
+    assert all(sum(u["kind"] == "question" for u in r["units"]) == 1 for r in stage1)
+    assert min(sum(u["kind"] == "segment" for u in r["units"]) for r in stage3) >= 12
+    assert all(r["world"]["distractor_spans"] for r in stage3)
+    kinds = {u["question_type"] for r in stage3 for u in r["units"] if u["kind"] == "question"}
+    assert {"not_yet", "backward"} <= kinds
+    not_yet = next(u for r in stage3 for u in r["units"] if u.get("question_type") == "not_yet")
+    letter = not_yet["gold"]
+    assert f"{letter}. {NOT_YET}" in not_yet["question"]
+
+
+def test_validator_catches_planted_violations():
+    record = build_record(2, 4)
+    segments = [i for i, u in enumerate(record["units"]) if u["kind"] == "segment"]
+    future = next(e for e in record["events"] if e["time"] > record["units"][segments[0]]["end"])
+    leaked = json.loads(json.dumps(record))
+    leaked["units"][segments[0]]["note"] += f" At {future['time']:.1f}s something happens."
+    assert any("outside its segment" in p for p in causality_problems(leaked))
+    question = next(i for i, u in enumerate(record["units"]) if u["kind"] == "question")
+    early = json.loads(json.dumps(record))
+    early["units"][question]["answer"] = f"The note at {record['world']['duration']:.1f}s says so.\nAnswer: A"
+    assert any("after the question" in p for p in causality_problems(early))
+    malformed = json.loads(json.dumps(record))
+    malformed["units"][question]["answer"] = "It is red."
+    assert any("Answer: X" in p for p in causality_problems(malformed))
+    missing = json.loads(json.dumps(record))
+    missing["units"][segments[0]]["note"] = ""
+    assert any("no note" in p for p in causality_problems(missing))
+
+
+def test_synth_cli_writes_videos_and_validates(tmp_path, capsys):
+    assert main(["data", "synth", "--stage", "2", "--num", "3", "--out", str(tmp_path), "--seed", "7"]) == 0
+    records = load_jsonl(tmp_path / "stage2.jsonl")
+    assert len(records) == 3 and all((tmp_path / r["video"]).is_file() for r in records)
+    assert main(["data", "validate", str(tmp_path)]) == 0
+    assert "3 records checked, 0 problems" in capsys.readouterr().out
