@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -288,4 +289,46 @@ def run_train_bench(batch_size: int = 4, segments: int = 6, repeats: int = 5, js
     print(f"| train step, plain causal (same tokens) | {causal_ms:.1f} ms |")
     print(f"| streaming / causal | {streaming_ms / causal_ms:.2f}x |")
     print(f"| attention routes | {result['routes']} |")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ tww bench data
+def run_data_bench(num: int = 20, json_output: bool = False) -> int:
+    """Generation speed and sizes of each synthetic stage (records, units, events, tokens, video bytes)."""
+    import tempfile
+
+    from .synth import synthesize
+    from .tiny import tiny_processor
+    from .trainer.collator import TWWDataCollator
+
+    rows = []
+    collator = TWWDataCollator(tiny_processor())
+    with tempfile.TemporaryDirectory() as folder:
+        for stage in (1, 2, 3):
+            start = time.perf_counter()
+            path, problems = synthesize(stage, num, folder, seed=1000, progress=False)
+            seconds = time.perf_counter() - start
+            records = [json.loads(line) for line in path.open()]
+            for record in records:
+                record["_root"] = folder
+            tokens = [len(s.source_ids) + len(s.target_ids) for s in map(collator.encode, records[:5])]
+            clips = sum((Path(folder) / r["video"]).stat().st_size for r in records)
+            rows.append({
+                "stage": stage, "records": len(records), "dropped": len(problems),
+                "ms_per_record": seconds / num * 1e3,
+                "seconds_of_video": float(np.mean([r["world"]["duration"] for r in records])),
+                "segments": float(np.mean([sum(u["kind"] == "segment" for u in r["units"]) for r in records])),
+                "questions": float(np.mean([sum(u["kind"] == "question" for u in r["units"]) for r in records])),
+                "tokens_per_record": float(np.mean(tokens)), "video_kb_per_record": clips / len(records) / 1024,
+            })
+    if json_output:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"tww bench data: {num} records per stage (rendering + mp4 encoding + validation)")
+    print("| stage | ms / record | video (s) | segments | questions | tokens | mp4 (KB) | dropped |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['stage']} | {row['ms_per_record']:.1f} | {row['seconds_of_video']:.1f} | {row['segments']:.1f} "
+              f"| {row['questions']:.1f} | {row['tokens_per_record']:.0f} | {row['video_kb_per_record']:.1f} | "
+              f"{row['dropped']} |")
     return 0

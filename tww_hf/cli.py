@@ -186,7 +186,7 @@ def data_synth(args) -> int:
     from .synth import synthesize
 
     start = time.perf_counter()
-    path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed)
+    path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed, size=args.size, fps=args.fps)
     for problem in problems:
         print(f"dropped: {problem}")
     kept = sum(1 for _ in path.open())
@@ -215,7 +215,7 @@ def data_build(args) -> int:
 
 
 def bench(args) -> int:
-    from .bench import run_attention_bench, run_overlap_bench, run_train_bench
+    from .bench import run_attention_bench, run_data_bench, run_overlap_bench, run_train_bench
 
     if args.what == "attention":
         return run_attention_bench(json_output=args.json, device=args.device, dtype=args.dtype)
@@ -223,6 +223,8 @@ def bench(args) -> int:
         return run_overlap_bench(segments=args.segments, plot=args.plot, json_output=args.json)
     if args.what == "train":
         return run_train_bench(json_output=args.json)
+    if args.what == "data":
+        return run_data_bench(json_output=args.json)
     raise SystemExit(f"Unknown benchmark {args.what!r}.")
 
 
@@ -276,6 +278,8 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--num", type=int, default=100)
     synth_parser.add_argument("--out", required=True)
     synth_parser.add_argument("--seed", type=int, default=0)
+    synth_parser.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    synth_parser.add_argument("--fps", type=float, default=2.0)
     synth_parser.set_defaults(func=data_synth)
     build_parser = data_commands.add_parser("build", help="write notes and reasoning for annotations with a teacher")
     build_parser.add_argument("--teacher", choices=["openai", "transformers"], required=True)
@@ -303,7 +307,7 @@ def make_parser() -> argparse.ArgumentParser:
     push_parser.set_defaults(func=push)
 
     bench_parser = commands.add_parser("bench", help="benchmarks")
-    bench_parser.add_argument("what", choices=["attention", "overlap", "train"])
+    bench_parser.add_argument("what", choices=["attention", "overlap", "train", "data"])
     bench_parser.add_argument("--segments", type=int, default=120, help="overlap: segments per run")
     bench_parser.add_argument("--plot", default="overlap_bench.png", help="overlap: where to save the plot")
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")

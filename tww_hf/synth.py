@@ -235,7 +235,8 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
     return problems
 
 
-def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: bool = True) -> tuple[Path, list[str]]:
+def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: bool = True, size: int = 64,
+               fps: float = 2.0) -> tuple[Path, list[str]]:
     """Writes `num` validated records of `stage` to `out/stage{stage}.jsonl` (videos under `out/clips/`); records
     that fail validation are reported and dropped. Returns the file and the problems found."""
     import json
@@ -249,7 +250,7 @@ def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: b
     path, problems, kept = out / f"stage{stage}.jsonl", [], 0
     with path.open("w") as handle:
         for index in tqdm(range(num), desc=f"stage {stage}", disable=not progress):
-            record = build_record(stage, seed + index)
+            record = build_record(stage, seed + index, size=size, fps=fps)
             render_record_video(record, out)
             found = causality_problems(record)
             try:
