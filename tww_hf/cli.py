@@ -214,6 +214,48 @@ def data_build(args) -> int:
     return 0 if kept else 1
 
 
+def evaluate(args) -> int:
+    from .evaluation.adapters import dry_run_summary, load_probes
+
+    probes = load_probes(args.benchmark, args.annotations)
+    if args.tasks:
+        probes = [p for p in probes if p.task in set(args.tasks)]
+    if args.limit:
+        keep = list(dict.fromkeys(p.video for p in probes))[: args.limit]
+        probes = [p for p in probes if p.video in set(keep)]
+    if args.dry_run:
+        print(json.dumps(dry_run_summary(probes), indent=2))
+        return 0
+    if not args.videos:
+        raise ValueError("--videos DIR is required (the folder the annotation's video paths are relative to).")
+    from .evaluation.runner import EvalRun, merge_report
+
+    rank, world_size, state = _distributed()
+    model, processor = load_model_and_processor(args.model)
+    run = EvalRun(model, processor, [p.to_dict() for p in probes], args.videos, args.out, protocol=args.protocol,
+                  fps=args.fps, sqa_gold_context=args.sqa_gold_context, rank=rank, world_size=world_size,
+                  max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens)
+    run.run()
+    if state is not None:
+        state.wait_for_everyone()
+    if rank == 0:
+        report = merge_report(args.out, f"{args.benchmark} ({args.protocol})")
+        print((Path(args.out) / "report.md").read_text())
+        if report["missing_videos"]:
+            print(f"{len(report['missing_videos'])} videos missing or unreadable; listed in {args.out}/report.json.")
+    return 0
+
+
+def _distributed():
+    """(rank, world size, accelerate state or None): videos are split across `accelerate launch` processes."""
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        return 0, 1, None
+    state = PartialState()
+    return state.process_index, state.num_processes, state
+
+
 def bench(args) -> int:
     from .bench import run_attention_bench, run_data_bench, run_overlap_bench, run_train_bench
 
@@ -305,6 +347,23 @@ def make_parser() -> argparse.ArgumentParser:
     push_parser.add_argument("--private", action="store_true")
     push_parser.add_argument("--revision", default=None, help="a branch to push to (created if missing)")
     push_parser.set_defaults(func=push)
+
+    eval_parser = commands.add_parser("eval", help="StreamingBench / OVO-Bench / offline MCQ, one pass per video")
+    eval_parser.add_argument("benchmark", choices=["streamingbench", "ovobench", "offline"])
+    eval_parser.add_argument("--annotations", action="append", required=True, help="annotation file (repeatable)")
+    eval_parser.add_argument("--videos", default=None, help="folder the annotation video paths are relative to")
+    eval_parser.add_argument("--protocol", choices=["multi-round", "single-round", "offline"], default="multi-round")
+    eval_parser.add_argument("--model", default=None, help="checkpoint (default: the tiny random model)")
+    eval_parser.add_argument("--out", default="eval_out")
+    eval_parser.add_argument("--dry-run", action="store_true", help="count videos and probes per task; no video")
+    eval_parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
+    eval_parser.add_argument("--tasks", nargs="*", default=None, help="only these tasks")
+    eval_parser.add_argument("--fps", type=float, default=1.0)
+    eval_parser.add_argument("--sqa-gold-context", action="store_true",
+                             help="official SQA behaviour: earlier gold answers in the prompt (leaks answers)")
+    eval_parser.add_argument("--max-note-tokens", type=int, default=64)
+    eval_parser.add_argument("--max-answer-tokens", type=int, default=128)
+    eval_parser.set_defaults(func=evaluate)
 
     bench_parser = commands.add_parser("bench", help="benchmarks")
     bench_parser.add_argument("what", choices=["attention", "overlap", "train", "data"])

@@ -1,0 +1,1 @@
+"""Evaluation on StreamingBench, OVO-Bench and offline MCQ benchmarks: adapters, official scoring, one-pass runs."""
