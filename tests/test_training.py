@@ -209,16 +209,19 @@ def test_tww_train_cli_saves_a_loadable_checkpoint(jsonl, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_accelerate_run(jsonl, tmp_path):
+    """Two gloo processes on CPU. In accelerate 1.15 `--cpu` always starts one process; `--multi_gpu` starts N
+    torchrun workers, and the trainer's `use_cpu=True` (tww train --cpu) makes them a MULTI_CPU group."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     result = subprocess.run(
-        [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "-m", "tww_hf.cli", "train", "--tiny", "--data", str(jsonl), "--output",
          str(tmp_path / "out"), "--max-steps", "2", "--batch-size", "1", "--cpu"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "out" / "tww_training.json").read_text())["hardware"] == "2 x CPU"
 
 
 def test_reference_records_convert_and_the_validator_says_build_notes(tmp_path):

@@ -249,10 +249,12 @@ def evaluate(args) -> int:
 def _distributed():
     """(rank, world size, accelerate state or None): videos are split across `accelerate launch` processes."""
     try:
+        import torch
         from accelerate import PartialState
     except ImportError:
         return 0, 1, None
-    state = PartialState()
+    # cpu=True lets `accelerate launch --multi_gpu --num_processes N` run N gloo processes on a CPU machine.
+    state = PartialState(cpu=not torch.cuda.is_available())
     return state.process_index, state.num_processes, state
 
 

@@ -58,6 +58,8 @@ class EvalRun:
         finished = done_ids(self.out_dir)
         videos = sorted(group_by_video(self.probes).items())[self.rank :: self.world_size]
         with self.results_file.open("a") as handle:
+            if self.results_file.stat().st_size and not self.results_file.read_bytes().endswith(b"\n"):
+                handle.write("\n")  # an interrupted run left a cut line: end it, so new rows stay parseable
             for video, probes in tqdm(videos, desc=f"eval rank {self.rank}", disable=not self.progress):
                 todo = [p for p in probes if p["id"] not in finished]
                 if todo:

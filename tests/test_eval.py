@@ -1,0 +1,186 @@
+"""Evaluation: official scoring on hand-computed cases, probe expansion, an end-to-end run on videos rendered from the
+synthetic world, resume, missing videos, and a 2-process run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tww_hf.cli import main
+from tww_hf.evaluation.adapters import dry_run_summary, load_probes
+from tww_hf.evaluation.runner import EvalRun, merge_report
+from tww_hf.evaluation.scoring import (
+    aggregate,
+    final_answer,
+    score_count,
+    score_ovo_mcq,
+    score_proactive,
+    score_streamingbench_mcq,
+    score_yesno,
+)
+from tww_hf.video import write_video
+from tww_hf.world import generate_world
+
+
+OPTIONS = ["A. red", "B. green", "C. blue", "D. yellow"]
+SB_REAL = [
+    {"time": "[0:00:00 - 0:00:10]", "video_path": "./videos/a.mp4", "video_categories": "x",
+     "questions": [{"task_type": "Object Recognition", "question": "What color?", "time_stamp": "00:00:03",
+                    "answer": "B", "options": OPTIONS, "required_ability": "x"},
+                   {"task_type": "Counting", "question": "How many?", "time_stamp": "00:00:06", "answer": "C",
+                    "options": str(OPTIONS), "required_ability": "x"}]},
+    {"time": "[0:00:00 - 0:00:10]", "video_path": "./videos/b.mp4", "video_categories": "x",
+     "questions": [{"task_type": "Object Recognition", "question": "What now?", "time_stamp": "00:00:04",
+                    "answer": "A", "options": OPTIONS, "required_ability": "x"}]},
+]
+SB_SQA = [[{"time": "[0:00:00 - 0:00:08]", "video_path": "./videos/a.mp4", "video_categories": "x",
+            "questions": [{"task_type": "Sequential Question Answering", "question": f"Turn {i}?",
+                           "time_stamp": f"00:00:0{2 + 2 * i}", "answer": "A", "options": OPTIONS}]}
+           for i in range(3)]]
+SB_PROACTIVE = [{"time": "[0:00:00 - 0:00:10]", "video_path": "./videos/b.mp4", "video_categories": "x",
+                 "questions": [{"task_type": "Proactive Output", "question": 'When a square appears, output "square".',
+                                "time_stamp": "00:00:02", "ground_truth_time_stamp": "00:00:04",
+                                "ground_truth_output": "square"}]}]
+OVO = [
+    {"id": "0", "task": "EPM", "video": "videos/a.mp4", "realtime": "5", "question": "What entered?",
+     "answer": "green", "options": ["red", "green", "blue", "yellow"], "gt": 1},
+    {"id": "1", "task": "REC", "video": "videos/b.mp4", "activity": "moving",
+     "test_info": [{"realtime": 3, "count": 1}, {"realtime": 5, "count": 2}, {"realtime": 7, "count": 2}]},
+    {"id": "2", "task": "SSR", "video": "videos/a.mp4", "tutorial": "t", "all_steps": ["s"],
+     "test_info": [{"realtime": 2, "step": "s", "type": 0}, {"realtime": 6, "step": "s", "type": 1}]},
+    {"id": "3", "task": "CRR", "video": "videos/missing.mp4", "question": "q", "answer": "a", "ask_time": 1,
+     "clue_time": 3, "test_info": [{"realtime": 1, "type": 0}, {"realtime": 4, "type": 1}]},
+]
+
+
+@pytest.fixture
+def bench_dir(tmp_path):
+    """Fixture annotations, and their videos rendered from the synthetic world (c.mp4 / missing.mp4 absent)."""
+    for name, data in (("real.json", SB_REAL), ("sqa.json", SB_SQA), ("proactive.json", SB_PROACTIVE),
+                       ("ovo.json", OVO)):
+        (tmp_path / name).write_text(json.dumps(data))
+    (tmp_path / "videos").mkdir()
+    for seed, name in enumerate(("a.mp4", "b.mp4")):
+        world = generate_world(seed, duration=10.0, fps=2.0)
+        write_video(tmp_path / "videos" / name, world.render(), fps=2.0)
+    return tmp_path
+
+
+def test_scoring_hand_computed():
+    assert final_answer("It was green.\nAnswer: B") == "B" and final_answer("B. green") == "B. green"
+    assert score_streamingbench_mcq("reasoning\nAnswer: B", "B") and not score_streamingbench_mcq("The B", "B")
+    assert score_streamingbench_mcq("b) green", "B")  # first character, case-insensitive
+    assert score_ovo_mcq("I think (B) green", "B") and not score_ovo_mcq("green", "B")  # letter anywhere
+    assert score_count("Answer: 3 times", "3") and score_count("there were 12", "12") and not score_count("two", "2")
+    assert score_yesno("Yes, it is.", "yes") and score_yesno("reason\nAnswer: no", "no")
+    assert not score_yesno("Maybe", "no")
+    assert score_proactive(5.0, "It is a square", 4.0, "square") == (True, True)
+    assert score_proactive(6.5, "square", 4.0, "square") == (False, False)  # outside +-2 s
+    assert score_proactive(None, "", 4.0, "square") == (False, False)
+
+
+def test_aggregations_both_ovo_conventions():
+    rows = []
+    for task, category, outcomes in (("EPM", "Backward Tracing", [1, 1, 0, 0]), ("ASI", "Backward Tracing", [1]),
+                                     ("OCR", "Real-Time Visual Perception", [1, 0]),
+                                     ("REC", "Forward Active Responding", [0, 0, 0, 1])):
+        rows += [{"probe": {"task": task, "category": category, "benchmark": "ovobench"}, "correct": bool(o)}
+                 for o in outcomes]
+    report = aggregate(rows)
+    assert report["tasks"]["EPM"]["accuracy"] == 50.0 and report["tasks"]["REC"]["accuracy"] == 25.0
+    assert report["categories"]["Backward Tracing"] == 75.0  # mean of its tasks (50, 100), not of probes
+    assert report["overall_code"] == pytest.approx((75.0 + 50.0 + 25.0) / 3)
+    assert report["overall_paper"] == pytest.approx((50 + 100 + 50 + 25) / 4)
+    assert report["overall_per_question"] == pytest.approx(100 * 5 / 11)
+
+
+def test_probe_expansion_on_fixtures(bench_dir):
+    sb = load_probes("streamingbench", [bench_dir / f for f in ("real.json", "sqa.json", "proactive.json")])
+    assert len(sb) == 3 + 3 + 1
+    assert sb[1].question.endswith("Respond with only the letter of the correct option.") and sb[1].answer == "C"
+    assert [p.time for p in sb if p.task.startswith("Sequential")] == [2.0, 4.0, 6.0]
+    assert sb[-1].kind == "proactive" and sb[-1].extra["ground_truth_time"] == 4.0
+    ovo = load_probes("ovobench", [bench_dir / "ovo.json"])
+    assert dry_run_summary(ovo)["tasks"] == {
+        "CRR": {"category": "Forward Active Responding", "probes": 2, "videos": 1},
+        "EPM": {"category": "Backward Tracing", "probes": 1, "videos": 1},
+        "REC": {"category": "Forward Active Responding", "probes": 3, "videos": 1},
+        "SSR": {"category": "Forward Active Responding", "probes": 2, "videos": 1},
+    }
+    assert ovo[0].answer == "B" and ovo[2].answer == "2" and ovo[4].answer == "no"
+
+
+def test_dry_run_cli(bench_dir, capsys):
+    assert main(["eval", "ovobench", "--annotations", str(bench_dir / "ovo.json"), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["probes"] == 8
+
+
+def make_run(model, processor, bench_dir, out, **kwargs):
+    probes = [p.to_dict() for p in load_probes("ovobench", [bench_dir / "ovo.json"])]
+    return EvalRun(model, processor, probes, bench_dir, out, fps=2.0, progress=False, max_note_tokens=2,
+                   max_answer_tokens=3, **kwargs)
+
+
+def test_end_to_end_one_pass_with_missing_video(model, processor, bench_dir, tmp_path, monkeypatch):
+    streams = []
+    original = model.stream_generate
+    monkeypatch.setattr(model, "stream_generate", lambda *a, **k: streams.append(a[1]) or original(*a, **k))
+    make_run(model, processor, bench_dir, tmp_path / "out").run()
+    report = merge_report(tmp_path / "out", "ovo")
+    assert len(streams) == 2  # one pass per readable video, every probe answered in it
+    assert report["probes_scored"] == 6 and set(report["tasks"]) == {"EPM", "REC", "SSR"}
+    assert report["missing_videos"] and "videos/missing.mp4" in report["missing_videos"][0]
+    assert "overall_code" in report and "overall_paper" in report and report["ttft_tokens_mean"] > 0
+    assert "(mean of 12 tasks)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_resume_after_interruption(model, processor, bench_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    make_run(model, processor, bench_dir, out).run()
+    results = out / "results.rank0.jsonl"
+    lines = results.read_text().splitlines()
+    results.write_text(lines[0] + "\n" + lines[1][:20])  # interrupted mid-write after one probe
+    asked = []
+    original = model.stream_generate
+    monkeypatch.setattr(model, "stream_generate", lambda *a, **k: asked.append(len(a[2])) or original(*a, **k))
+    make_run(model, processor, bench_dir, out).run()
+    assert sum(asked) == 5  # only the probes without a complete result ran again
+    assert merge_report(out, "ovo")["probes_scored"] == 6
+
+
+def test_single_round_offline_and_proactive(model, processor, bench_dir, tmp_path):
+    for protocol in ("single-round", "offline"):
+        make_run(model, processor, bench_dir, tmp_path / protocol, protocol=protocol).run()
+        assert merge_report(tmp_path / protocol, protocol)["probes_scored"] == 6
+    probes = [p.to_dict() for p in load_probes("streamingbench", [bench_dir / "proactive.json"])]
+    EvalRun(model, processor, probes, bench_dir, tmp_path / "pro", fps=2.0, progress=False, max_note_tokens=2,
+            max_answer_tokens=2).run()
+    (row,) = [json.loads(line) for line in (tmp_path / "pro" / "results.rank0.jsonl").read_text().splitlines()]
+    assert row["protocol"] == "proactive-polling" and "first_yes_time" in row and "on_time" in row
+    report = merge_report(tmp_path / "pro", "proactive")
+    assert "proactive_time_accuracy" in report
+
+
+def test_sqa_gold_context_is_opt_in(model, processor, bench_dir, tmp_path):
+    probes = [p.to_dict() for p in load_probes("streamingbench", [bench_dir / "sqa.json"])]
+    plain = EvalRun(model, processor, probes, bench_dir, tmp_path / "a", progress=False)
+    leaky = EvalRun(model, processor, probes, bench_dir, tmp_path / "b", progress=False, sqa_gold_context=True)
+    assert plain.question_text(probes[2], probes) == probes[2]["question"]
+    assert leaky.question_text(probes[2], probes).count("Answer: A") == 2
+
+
+@pytest.mark.slow
+def test_two_process_run(bench_dir, tmp_path):
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    result = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "tww_hf.cli", "eval", "ovobench", "--annotations",
+         str(bench_dir / "ovo.json"), "--videos", str(bench_dir), "--out", str(tmp_path / "out"), "--fps", "2",
+         "--max-note-tokens", "2", "--max-answer-tokens", "2"],
+        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "results.rank0.jsonl").is_file() and (tmp_path / "out" / "results.rank1.jsonl").is_file()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["probes_scored"] == 6
