@@ -182,5 +182,5 @@ def test_two_process_run(bench_dir, tmp_path):
         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"), timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "out" / "results.rank0.jsonl").is_file() and (tmp_path / "out" / "results.rank1.jsonl").is_file()
+    assert all((tmp_path / "out" / f"results.rank{rank}.jsonl").is_file() for rank in (0, 1))
     assert json.loads((tmp_path / "out" / "report.json").read_text())["probes_scored"] == 6

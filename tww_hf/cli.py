@@ -259,7 +259,7 @@ def _distributed():
 
 
 def bench(args) -> int:
-    from .bench import run_attention_bench, run_data_bench, run_overlap_bench, run_train_bench
+    from .bench import run_attention_bench, run_data_bench, run_eval_bench, run_overlap_bench, run_train_bench
 
     if args.what == "attention":
         return run_attention_bench(json_output=args.json, device=args.device, dtype=args.dtype)
@@ -269,6 +269,8 @@ def bench(args) -> int:
         return run_train_bench(json_output=args.json)
     if args.what == "data":
         return run_data_bench(json_output=args.json)
+    if args.what == "eval":
+        return run_eval_bench(json_output=args.json)
     raise SystemExit(f"Unknown benchmark {args.what!r}.")
 
 
@@ -368,7 +370,7 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.set_defaults(func=evaluate)
 
     bench_parser = commands.add_parser("bench", help="benchmarks")
-    bench_parser.add_argument("what", choices=["attention", "overlap", "train", "data"])
+    bench_parser.add_argument("what", choices=["attention", "overlap", "train", "data", "eval"])
     bench_parser.add_argument("--segments", type=int, default=120, help="overlap: segments per run")
     bench_parser.add_argument("--plot", default="overlap_bench.png", help="overlap: where to save the plot")
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
