@@ -58,3 +58,35 @@ def concat_source(units):
         "pixel_values_videos": torch.cat([u.pixel_values_videos for u in videos]),
         "video_grid_thw": torch.cat([u.video_grid_thw for u in videos]),
     }
+
+
+# Prepended to scripts run in a fresh process that must not be able to import tww_hf (remote-code checks).
+BLOCK_TWW_HF = """
+import importlib.abc, sys
+class BlockTwwHf(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "tww_hf" or name.startswith("tww_hf."):
+            raise ImportError("tww_hf is blocked in this process")
+sys.meta_path.insert(0, BlockTwwHf())
+"""
+
+
+def write_reference_record(root, conversations, frame_times, segment_info, name="data_000000.json"):
+    """The reference repository's layout: `<root>/all_data/<name>` beside `<root>/raw_picture/0/*.jpg`."""
+    import json
+
+    from PIL import Image
+
+    from tww_hf.video import synthetic_frames
+
+    frames, _ = synthetic_frames(seconds=float(len(frame_times)), fps=1.0)
+    (root / "raw_picture" / "0").mkdir(parents=True, exist_ok=True)
+    names = [f"frame_{i:04d}.jpg" for i in range(len(frame_times))]
+    for file_name, frame in zip(names, frames):
+        Image.fromarray(frame).save(root / "raw_picture" / "0" / file_name)
+    (root / "all_data").mkdir(exist_ok=True)
+    path = root / "all_data" / name
+    path.write_text(json.dumps({"conversations": conversations, "metadata": {
+        "index": 0, "frames_path": "raw_picture/0", "frame_files": names, "sample_timestamps": list(frame_times),
+        "segment_info": segment_info}}))
+    return path

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import write_reference_record
 
 from tww_hf.modeling.sources_tww import (
     CountSegmenter,
@@ -230,23 +230,11 @@ def test_segmenters():
 
 def test_reference_record_frames_directory(model, processor, tmp_path):
     """The reference layout: <root>/all_data/data_000000.json beside <root>/raw_picture/0/*.jpg."""
-    frames, times = synthetic_frames(seconds=4.0, fps=1.0)
-    times = [t + 1 for t in times]  # as in the reference sample: frames at 1..4 s, segments ending at 2 and 4 s
-    (tmp_path / "raw_picture" / "0").mkdir(parents=True)
-    names = []
-    for i, frame in enumerate(frames):
-        names.append(f"frame_{i:04d}.jpg")
-        Image.fromarray(frame).save(tmp_path / "raw_picture" / "0" / names[-1])
-    record = {
-        "conversations": [{"from": "human", "timestamps": 2.0, "value": "<video>\nWhat moved?"},
-                          {"from": "gpt", "value": "The square.\nAnswer: A"}],
-        "metadata": {"frames_path": "raw_picture/0", "frame_files": names, "sample_timestamps": times,
-                     "segment_info": [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4,
-                                                                                "num_frames": 2}]},
-    }
-    (tmp_path / "all_data").mkdir()
-    (tmp_path / "all_data" / "data_000000.json").write_text(json.dumps(record))
-    source, questions, segmenter = reference_record_stream(tmp_path / "all_data" / "data_000000.json")
+    conversations = [{"from": "human", "timestamps": 2.0, "value": "<video>\nWhat moved?"},
+                     {"from": "gpt", "value": "The square.\nAnswer: A"}]
+    segments = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
+    path = write_reference_record(tmp_path, conversations, [1.0, 2.0, 3.0, 4.0], segments)
+    source, questions, segmenter = reference_record_stream(path)
     assert questions == [(2.0, "<video>\nWhat moved?")]
     events = list(model.stream_generate(processor, source, questions, segmenter=segmenter, **BUDGET))
     kinds = [e.kind for e in events if e.kind in ("segment", "question")]

@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 import yaml
+from conftest import BLOCK_TWW_HF
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard import metadata_load
 
@@ -59,13 +60,8 @@ def test_malformed_eval_file_is_named(tmp_path, content, message):
         load_eval_results(path)
 
 
-FRESH_PROCESS = """
-import importlib.abc, sys
-class BlockTwwHf(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "tww_hf" or name.startswith("tww_hf."):
-            raise ImportError("tww_hf is blocked in this process")
-sys.meta_path.insert(0, BlockTwwHf())
+FRESH_PROCESS = BLOCK_TWW_HF + """
+import sys
 import numpy as np
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 config = AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True)

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 import torch
-from conftest import concat_source
+from conftest import BLOCK_TWW_HF, concat_source
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -132,13 +132,8 @@ def test_processor_round_trip(processor, tmp_path):
     assert loaded.video_processor.size == processor.video_processor.size
 
 
-REMOTE_LOAD = """
-import importlib.abc, sys
-class BlockTwwHf(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "tww_hf" or name.startswith("tww_hf."):
-            raise ImportError("tww_hf is blocked in this process")
-sys.meta_path.insert(0, BlockTwwHf())
+REMOTE_LOAD = BLOCK_TWW_HF + """
+import sys
 import torch
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()

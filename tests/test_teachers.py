@@ -7,12 +7,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from PIL import Image
+from conftest import write_reference_record
 
 from tww_hf.cli import main
 from tww_hf.data import load_jsonl, validate_record
 from tww_hf.teachers import OpenAITeacher, TeacherError, build_from_annotations
-from tww_hf.video import synthetic_frames
 
 
 class ChatHandler(BaseHTTPRequestHandler):
@@ -57,23 +56,12 @@ def server():
 @pytest.fixture
 def annotations(tmp_path):
     """A reference-format record: frames beside the JSON folder, two timed questions with gold answers."""
-    frames, _ = synthetic_frames(seconds=4.0, fps=1.0)
-    (tmp_path / "raw_picture" / "0").mkdir(parents=True)
-    names = [f"f{i}.jpg" for i in range(4)]
-    for name, frame in zip(names, frames):
-        Image.fromarray(frame).save(tmp_path / "raw_picture" / "0" / name)
-    (tmp_path / "all_data").mkdir()
-    path = tmp_path / "all_data" / "data_000000.json"
-    path.write_text(json.dumps({
-        "conversations": [{"from": "human", "timestamps": 2.0, "value": "<video>\nWhat moves?\nA. a square\nB. x"},
-                          {"from": "gpt", "value": "A square.\nAnswer: A"},
-                          {"from": "human", "timestamps": 4.0, "value": "Where?\nA. up\nB. right"},
-                          {"from": "gpt", "value": "Right.\nAnswer: B"}],
-        "metadata": {"index": 3, "frames_path": "raw_picture/0", "frame_files": names,
-                     "sample_timestamps": [1.0, 2.0, 3.0, 4.0],
-                     "segment_info": [{"start": 0, "end": 2, "num_frames": 2},
-                                      {"start": 2, "end": 4, "num_frames": 2}]}}))
-    return path
+    conversations = [{"from": "human", "timestamps": 2.0, "value": "<video>\nWhat moves?\nA. a square\nB. x"},
+                     {"from": "gpt", "value": "A square.\nAnswer: A"},
+                     {"from": "human", "timestamps": 4.0, "value": "Where?\nA. up\nB. right"},
+                     {"from": "gpt", "value": "Right.\nAnswer: B"}]
+    segments = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
+    return write_reference_record(tmp_path, conversations, [1.0, 2.0, 3.0, 4.0], segments)
 
 
 def test_build_writes_notes_and_reasoning_unit_by_unit(server, annotations, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import write_reference_record
 from test_streaming import incremental_target_logits
 
 from tww_hf.data import RecordError, validate_record
@@ -226,29 +227,15 @@ def test_two_process_accelerate_run(jsonl, tmp_path):
 
 def test_reference_records_convert_and_the_validator_says_build_notes(tmp_path):
     """The reference repository's format (conversations + segment_info, frames beside the JSON folder)."""
-    from PIL import Image
-
     from tww_hf.data import load_records, record_frames
 
-    frames, _ = synthetic_frames(seconds=4.0, fps=1.0)
-    (tmp_path / "raw_picture" / "0").mkdir(parents=True)
-    names = [f"f{i}.jpg" for i in range(4)]
-    for name, frame in zip(names, frames):
-        Image.fromarray(frame).save(tmp_path / "raw_picture" / "0" / name)
-    (tmp_path / "all_data").mkdir()
-    (tmp_path / "all_data" / "data_000000.json").write_text(json.dumps({
-        "conversations": [
-            {"from": "human", "timestamps": 2.0, "value": "<video>\nWhat is shown?"},
-            {"from": "gpt", "value": "A square.\nAnswer: A"},
-            {"from": "human", "timestamps": 4.0, "value": "Where did it go?"},
-            {"from": "gpt", "value": "Left.\nAnswer: C"},
-        ],
-        "metadata": {"index": 0, "frames_path": "raw_picture/0", "frame_files": names,
-                     "sample_timestamps": [1.0, 2.0, 3.0, 4.0],
-                     "segment_info": [{"start": 0, "end": 2, "num_frames": 2},
-                                      {"start": 2, "end": 4, "num_frames": 2}]},
-    }))
-    (record,) = load_records(tmp_path / "all_data" / "data_000000.json")
+    conversations = [{"from": "human", "timestamps": 2.0, "value": "<video>\nWhat is shown?"},
+                     {"from": "gpt", "value": "A square.\nAnswer: A"},
+                     {"from": "human", "timestamps": 4.0, "value": "Where did it go?"},
+                     {"from": "gpt", "value": "Left.\nAnswer: C"}]
+    segments = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
+    path = write_reference_record(tmp_path, conversations, [1.0, 2.0, 3.0, 4.0], segments)
+    (record,) = load_records(path)
     assert [(u["kind"], u.get("end", u.get("time"))) for u in record["units"]] == [
         ("segment", 2.0), ("question", 2.0), ("segment", 4.0), ("question", 4.0)]
     assert record["units"][1]["answer"] == "A square.\nAnswer: A"
