@@ -77,6 +77,19 @@ def iter_array(frames, timestamps=None, fps: float | None = None):
     yield from zip(frames, (float(t) for t in timestamps))
 
 
+def resample(pairs, fps: float | None):
+    """Keeps about `fps` of the (frame, seconds) pairs (the first frame at or after every 1/fps step)."""
+    next_time, last = 0.0, None
+    for frame, time in pairs:
+        if last is not None and time < last:  # never hide bad input by dropping it
+            raise ValueError(f"Frame timestamps go backwards ({time:.3f}s after {last:.3f}s); pass frames in "
+                             "stream order.")
+        last = time
+        if fps is None or time + 1e-6 >= next_time:
+            next_time = time + (1.0 / fps if fps else 0.0)
+            yield frame, time
+
+
 def as_frame_source(video, fps: float = 1.0, timestamps=None):
     """A path/URL, an array, or an iterable of (frame, timestamp) -> an iterator of (frame, timestamp)."""
     if isinstance(video, str) or hasattr(video, "__fspath__"):
@@ -85,7 +98,9 @@ def as_frame_source(video, fps: float = 1.0, timestamps=None):
             raise FileNotFoundError(f"Video file {path} does not exist.")
         return iter_video_file(video, fps)
     if isinstance(video, np.ndarray) or (hasattr(video, "shape") and hasattr(video, "ndim")):
-        return iter_array(np.asarray(video), timestamps, fps)
+        if timestamps is not None:  # explicit times: keep about `fps` of them
+            return resample(iter_array(np.asarray(video), timestamps), fps)
+        return iter_array(np.asarray(video), None, fps)
     return iter(video)
 
 

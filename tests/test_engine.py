@@ -262,3 +262,19 @@ def test_live_source_reads_through_pyav(tmp_path):
     path = write_video(tmp_path / "camera.mp4", frames, fps=4.0)
     stamps = [stamp for _, stamp in live_source(str(path), fps=100.0)]
     assert len(stamps) == len(frames) and stamps == sorted(stamps)
+
+
+def test_array_and_frame_sources_resample_to_fps(tmp_path):
+    from tww_hf.modeling.sources_tww import as_frame_source
+    from tww_hf.video import frames_dir_source
+
+    frames, times = synthetic_frames(seconds=4.0, fps=4.0)
+    kept = [t for _, t in as_frame_source(frames, fps=1.0, timestamps=times)]
+    assert kept == [0.0, 1.0, 2.0, 3.0]
+    (tmp_path / "f").mkdir()
+    names = []
+    for i, frame in enumerate(frames):
+        names.append(f"{i}.png")
+        __import__("PIL.Image").Image.fromarray(frame).save(tmp_path / "f" / names[-1])
+    assert [t for _, t in frames_dir_source(tmp_path / "f", names, times, fps=2.0)] == [0.0, 0.5, 1.0, 1.5, 2.0,
+                                                                                        2.5, 3.0, 3.5]

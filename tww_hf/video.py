@@ -16,6 +16,7 @@ from .modeling.sources_tww import (  # noqa: F401  (re-exported: the remote-code
     SceneChangeSegmenter,
     iter_array,
     iter_video_file,
+    resample,
 )
 
 
@@ -67,9 +68,13 @@ def live_source(url: str, fps: float = 1.0, format: str | None = None, max_secon
                 yield frame.to_ndarray(format="rgb24"), stamp
 
 
-def frames_dir_source(frames_dir: str | Path, frame_files: list[str], timestamps: list[float]):
+def frames_dir_source(frames_dir: str | Path, frame_files: list[str], timestamps: list[float],
+                      fps: float | None = None):
     """(frame, seconds) from extracted frame images (the reference data layout: `frames_path` + `frame_files` +
-    `sample_timestamps`)."""
+    `sample_timestamps`), keeping about `fps` of them if given."""
+    if fps is not None:
+        yield from resample(frames_dir_source(frames_dir, frame_files, timestamps), fps)
+        return
     from PIL import Image
 
     frames_dir = Path(frames_dir)
