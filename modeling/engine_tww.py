@@ -154,9 +154,10 @@ class DecodeSettings:
         return cls(**settings)
 
     def validate(self) -> None:
-        for name in ("max_note_tokens", "max_answer_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_answer_tokens < 1:
+            raise ValueError(f"max_answer_tokens must be >= 1, got {self.max_answer_tokens}.")
+        if self.max_note_tokens < 0:  # 0: notes are left empty (the no-notes ablation)
+            raise ValueError(f"max_note_tokens must be >= 0, got {self.max_note_tokens}.")
         if self.do_sample and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}.")
 
@@ -371,6 +372,11 @@ class StreamEngine:
         own = processor.boundary_token_id(kind)
         boundaries = {processor.eot_token_id, processor.eoq_token_id, processor.end_token_id}
         budget = self._budget(kind)
+        if budget == 0 and kind == SEGMENT and self.settings.max_note_tokens == 0:
+            feed = pending + self.processor.target_prefix_ids(kind, first=read.index == 0)
+            self.model.stream_write(self.cache, _ids(feed, self.device), read.snapshot, logits_to_keep=1)
+            self._record(read, [], False, False, None, 0)  # no-notes ablation: prefix only, boundary forced
+            return [own]
         minimum = min(budget, self.settings.min_note_tokens if kind == SEGMENT else self.settings.min_answer_tokens)
         forbidden = sorted(boundaries)
         if budget == 0 and self.settings.max_total_tokens is not None:

@@ -184,3 +184,20 @@ def test_two_process_run(bench_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert all((tmp_path / "out" / f"results.rank{rank}.jsonl").is_file() for rank in (0, 1))
     assert json.loads((tmp_path / "out" / "report.json").read_text())["probes_scored"] == 6
+
+
+def test_synthetic_eval_rows(model, processor, tmp_path):
+    from tww_hf.evaluation.synthetic import EVAL_SEED_OFFSET, ROWS, run_synthetic_eval, synthetic_probes
+
+    probes = synthetic_probes(2, seed=5, folder=tmp_path / "videos")
+    assert probes and all(p["id"].split("/")[0].endswith(f"{EVAL_SEED_OFFSET + 5:06d}") or
+                          p["id"].split("/")[0].endswith(f"{EVAL_SEED_OFFSET + 6:06d}") for p in probes)
+    result = run_synthetic_eval(model, processor, num=2, seed=5, out=tmp_path / "out", max_note_tokens=2,
+                                max_answer_tokens=2, progress=False)
+    assert set(result["rows"]) == set(ROWS)
+    for report in result["rows"].values():
+        assert report["probes_scored"] == result["probes"] == len(probes)
+    no_notes, full = result["rows"]["no-notes"], result["rows"]["TWW multi-round"]
+    assert no_notes["output_tokens_mean"] < full["output_tokens_mean"]  # notes left empty
+    assert (tmp_path / "out" / "results.md").read_text().count("|") > 20
+    assert (tmp_path / "out" / "results.png").is_file()

@@ -215,7 +215,12 @@ def data_build(args) -> int:
 
 
 def evaluate(args) -> int:
+    if args.benchmark == "synthetic":
+        return evaluate_synthetic(args)
     from .evaluation.adapters import dry_run_summary, load_probes
+
+    if not args.annotations:
+        raise ValueError(f"tww eval {args.benchmark} needs --annotations FILE (repeatable).")
 
     probes = load_probes(args.benchmark, args.annotations)
     if args.tasks:
@@ -243,6 +248,18 @@ def evaluate(args) -> int:
         print((Path(args.out) / "report.md").read_text())
         if report["missing_videos"]:
             print(f"{len(report['missing_videos'])} videos missing or unreadable; listed in {args.out}/report.json.")
+    return 0
+
+
+def evaluate_synthetic(args) -> int:
+    from .evaluation.synthetic import run_synthetic_eval, synthetic_table
+
+    model, processor = load_model_and_processor(args.model)
+    if args.model is None and not args.json:
+        print("No --model given: evaluating the tiny RANDOM model (expect chance level).")
+    result = run_synthetic_eval(model, processor, num=args.num, seed=args.seed, out=args.out,
+                                max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens)
+    print(json.dumps(result, indent=2) if args.json else synthetic_table(result))
     return 0
 
 
@@ -353,8 +370,11 @@ def make_parser() -> argparse.ArgumentParser:
     push_parser.set_defaults(func=push)
 
     eval_parser = commands.add_parser("eval", help="StreamingBench / OVO-Bench / offline MCQ, one pass per video")
-    eval_parser.add_argument("benchmark", choices=["streamingbench", "ovobench", "offline"])
-    eval_parser.add_argument("--annotations", action="append", required=True, help="annotation file (repeatable)")
+    eval_parser.add_argument("benchmark", choices=["streamingbench", "ovobench", "offline", "synthetic"])
+    eval_parser.add_argument("--annotations", action="append", default=None, help="annotation file (repeatable)")
+    eval_parser.add_argument("--num", type=int, default=20, help="synthetic: held-out streams")
+    eval_parser.add_argument("--seed", type=int, default=0, help="synthetic: any seed gives held-out streams")
+    eval_parser.add_argument("--json", action="store_true")
     eval_parser.add_argument("--videos", default=None, help="folder the annotation video paths are relative to")
     eval_parser.add_argument("--protocol", choices=["multi-round", "single-round", "offline"], default="multi-round")
     eval_parser.add_argument("--model", default=None, help="checkpoint (default: the tiny random model)")

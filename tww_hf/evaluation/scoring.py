@@ -51,6 +51,8 @@ def score_proactive(first_yes_time: float | None, output: str, ground_truth_time
 def score_probe(probe: dict, reply: str) -> bool:
     """Correctness of one non-proactive probe (`probe` as `Probe.to_dict()`)."""
     kind, answer = probe["kind"], probe["answer"]
+    if probe["benchmark"] == "synthetic":  # our own data: the final answer must be exactly the gold one
+        return final_answer(reply).lower().rstrip(".") == answer.lower()
     if kind == "mcq":
         lenient = probe["benchmark"] == "ovobench"
         return score_ovo_mcq(reply, answer) if lenient else score_streamingbench_mcq(reply, answer)
