@@ -79,6 +79,24 @@ def tiny_tokenizer(stream_tokens: bool = True) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def train_domain_tokenizer(texts, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer learned from `texts` (e.g. the synthetic world's notes and questions), with every
+    special token TWW needs (Qwen's vision/chat tokens, `<EOQ>`, `<EOT>`) as single tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(list(texts) + _CORPUS, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
+    )
+    wrapped.add_special_tokens({"additional_special_tokens": ["<EOQ>", "<EOT>"]})
+    return wrapped
+
+
 def tiny_config(tokenizer=None, vision_depth: int = 1, hidden_size: int = 64, num_layers: int = 2,
                 **overrides) -> TWWConfig:
     """A TWW config small enough for CPU tests; special ids are read from `tokenizer` (default: `tiny_tokenizer()`).
