@@ -71,8 +71,13 @@ sys.meta_path.insert(0, BlockTwwHf())
 """
 
 
-def write_reference_record(root, conversations, frame_times, segment_info, name="data_000000.json"):
-    """The reference repository's layout: `<root>/all_data/<name>` beside `<root>/raw_picture/0/*.jpg`."""
+TWO_SEGMENTS = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
+
+
+def write_reference_record(root, conversations, frame_times=(1.0, 2.0, 3.0, 4.0), segment_info=TWO_SEGMENTS,
+                           name="data_000000.json"):
+    """The reference repository's layout: `<root>/all_data/<name>` beside `<root>/raw_picture/0/*.jpg`; by default
+    four frames at 1-4 s in two 2-frame segments ending at 2 s and 4 s."""
     import json
 
     from PIL import Image

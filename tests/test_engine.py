@@ -232,8 +232,7 @@ def test_reference_record_frames_directory(model, processor, tmp_path):
     """The reference layout: <root>/all_data/data_000000.json beside <root>/raw_picture/0/*.jpg."""
     conversations = [{"from": "human", "timestamps": 2.0, "value": "<video>\nWhat moved?"},
                      {"from": "gpt", "value": "The square.\nAnswer: A"}]
-    segments = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
-    path = write_reference_record(tmp_path, conversations, [1.0, 2.0, 3.0, 4.0], segments)
+    path = write_reference_record(tmp_path, conversations)
     source, questions, segmenter = reference_record_stream(path)
     assert questions == [(2.0, "<video>\nWhat moved?")]
     events = list(model.stream_generate(processor, source, questions, segmenter=segmenter, **BUDGET))

@@ -60,8 +60,7 @@ def annotations(tmp_path):
                      {"from": "gpt", "value": "A square.\nAnswer: A"},
                      {"from": "human", "timestamps": 4.0, "value": "Where?\nA. up\nB. right"},
                      {"from": "gpt", "value": "Right.\nAnswer: B"}]
-    segments = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
-    return write_reference_record(tmp_path, conversations, [1.0, 2.0, 3.0, 4.0], segments)
+    return write_reference_record(tmp_path, conversations)
 
 
 def test_build_writes_notes_and_reasoning_unit_by_unit(server, annotations, tmp_path, monkeypatch):

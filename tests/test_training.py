@@ -233,8 +233,7 @@ def test_reference_records_convert_and_the_validator_says_build_notes(tmp_path):
                      {"from": "gpt", "value": "A square.\nAnswer: A"},
                      {"from": "human", "timestamps": 4.0, "value": "Where did it go?"},
                      {"from": "gpt", "value": "Left.\nAnswer: C"}]
-    segments = [{"start": 0, "end": 2, "num_frames": 2}, {"start": 2, "end": 4, "num_frames": 2}]
-    path = write_reference_record(tmp_path, conversations, [1.0, 2.0, 3.0, 4.0], segments)
+    path = write_reference_record(tmp_path, conversations)
     (record,) = load_records(path)
     assert [(u["kind"], u.get("end", u.get("time"))) for u in record["units"]] == [
         ("segment", 2.0), ("question", 2.0), ("segment", 4.0), ("question", 4.0)]
