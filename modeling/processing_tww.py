@@ -84,6 +84,7 @@ class SourceUnit:
         video_grid_thw (`torch.LongTensor` of shape `(1, 3)`, *optional*): `[temporal patches, h, w]`.
         start (`float`), end (`float`): stream time covered (seconds); a question has start == end == its time.
         text (`str`, *optional*): the question text.
+        patch_times (`tuple` of `float`): a segment's `<t seconds>` header times, one per temporal patch.
     """
 
     kind: str
@@ -94,6 +95,7 @@ class SourceUnit:
     start: float = 0.0
     end: float = 0.0
     text: str | None = None
+    patch_times: tuple = ()
 
     def __len__(self) -> int:
         return self.input_ids.shape[-1]
@@ -201,7 +203,12 @@ class TWWProcessor(Qwen3VLProcessor):
     def segment_text(self, patch_timestamps: list[float], tokens_per_patch: int) -> str:
         """`<t seconds><|vision_start|><|video_pad|>*N<|vision_end|>` for every temporal patch."""
         patch = self.vision_start_token + self.video_token * tokens_per_patch + self.vision_end_token
-        return "".join(f"<{t:.1f} seconds>{patch}" for t in patch_timestamps)
+        return "".join(f"{self.timestamp_text(t)}{patch}" for t in patch_timestamps)
+
+    @staticmethod
+    def timestamp_text(seconds: float) -> str:
+        """The `<t seconds>` text Qwen3-VL puts before every temporal patch."""
+        return f"<{seconds:.1f} seconds>"
 
     def encode_segment(self, frames, timestamps, start: float | None = None, end: float | None = None) -> SourceUnit:
         """Encodes one video segment into a source unit.
@@ -239,6 +246,7 @@ class TWWProcessor(Qwen3VLProcessor):
             video_grid_thw=grid,
             start=timestamps[0] if start is None else float(start),
             end=timestamps[-1] if end is None else float(end),
+            patch_times=tuple(patch_times),
         )
 
     def encode_question(self, text: str, time: float = 0.0) -> SourceUnit:
@@ -285,15 +293,23 @@ class TWWProcessor(Qwen3VLProcessor):
         return torch.where(ids == self.video_token_id, 2, torch.where(ids == self.image_token_id, 1, 0)).int()
 
     # ---------------------------------------------------------------------------------------------- target side
-    def target_prefix(self, kind: str, first: bool = False) -> str:
-        """Forced text before a target unit: the assistant header (first unit) and the note/answer prefix."""
+    def target_prefix(self, kind: str, first: bool = False, patch_times=()) -> str:
+        """Forced text before a target unit: the assistant header (first unit) and the note/answer prefix.
+
+        A `segment_prefix` containing `{times}` gets the segment's patch headers there (`patch_times`, e.g.
+        `<2.2 seconds><3.2 seconds>`): the same tokens as in the source, so a note can find its own segment by
+        content. Source and target positions are decoupled, so position alone cannot tell a small model which
+        segment is the newest; large pretrained models do without it (the default prefix has no `{times}`).
+        """
         if kind not in (SEGMENT, QUESTION):
             raise ValueError(f"Unknown unit kind {kind!r}; expected 'segment' or 'question'.")
         prefix = self.segment_prefix if kind == SEGMENT else self.question_prefix
+        if kind == SEGMENT and "{times}" in prefix:
+            prefix = prefix.replace("{times}", "".join(self.timestamp_text(t) for t in patch_times))
         return (self.assistant_header if first else "") + prefix
 
-    def target_prefix_ids(self, kind: str, first: bool = False) -> list[int]:
-        return self.encode_text(self.target_prefix(kind, first))
+    def target_prefix_ids(self, kind: str, first: bool = False, patch_times=()) -> list[int]:
+        return self.encode_text(self.target_prefix(kind, first, patch_times))
 
     def boundary_token_id(self, kind: str) -> int:
         """`<EOT>` closes a note (segment unit), `<EOQ>` closes an answer (question unit)."""

@@ -42,10 +42,23 @@ def test_watch_no_overlap_prints_timings(clip, capsys):
     assert "Q: What moved?" in out and "answered in" in out and "(interleaved)" in out
 
 
-def test_demo_runs(capsys):
-    assert main(["demo", "--max-note-tokens", "2", "--max-answer-tokens", "2"]) == 0
+def test_demo_runs_with_another_checkpoint(processor, tmp_path, capsys):
+    from tww_hf.tiny import tiny_model
+
+    tiny_model(processor=processor).save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    assert main(["demo", "--model", str(tmp_path / "ckpt"), "--max-note-tokens", "2",
+                 "--max-answer-tokens", "2"]) == 0
     out = capsys.readouterr().out
-    assert "tiny RANDOM model" in out and "summary:" in out and "Q: What color is the square?" in out
+    assert "held-out synthetic clip" in out and "gold answer:" in out and "demo: " in out
+
+
+def test_demo_without_a_shipped_model_names_the_training_script(tmp_path, monkeypatch, capsys):
+    import tww_hf.demo
+
+    monkeypatch.setattr(tww_hf.demo, "PACKAGED", tmp_path / "none")
+    assert main(["demo"]) == 2
+    assert "train_demo_model.py" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ask", ["no time", "-1: q", "3:"])

@@ -30,6 +30,9 @@ class TWWSFTConfig(SFTConfig):
     train_on_notes: bool = field(default=True, metadata={"help": "Learn memory notes (False: answers only)."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the language model (0: full fine-tuning)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    vision_lr_scale: float = field(default=1.0, metadata={"help": "Learning rate of the vision tower relative to "
+                                                                  "learning_rate (no weight decay there when != 1); "
+                                                                  "0 freezes it."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "Warm-up fraction (paper: 3 %)."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (paper: 0.1)."})
@@ -52,7 +55,29 @@ class TWWSFTConfig(SFTConfig):
 
 
 class TWWSFTTrainer(SFTTrainer):
-    """SFTTrainer whose `num_tokens` metric counts real tokens (TRL sums `attention_mask`, which is 4-D here)."""
+    """SFTTrainer whose `num_tokens` metric counts real tokens (TRL sums `attention_mask`, which is 4-D here), with
+    an optional separate learning rate for the vision tower (`vision_lr_scale`)."""
+
+    def create_optimizer(self, model=None):
+        # Overwritten -- a vision tower trained from scratch at the language model's rate collapses to a constant
+        # output within a few dozen steps (the merger learns a large bias; the text model then ignores video); a
+        # lower vision rate keeps its features informative. Default 1.0 keeps the stock optimizer.
+        scale = self.args.vision_lr_scale
+        if scale == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        vision = [p for n, p in named if ".visual." in f".{n}"]
+        decay = set(self.get_decay_parameter_names(model))
+        groups = [
+            {"params": [p for n, p in named if ".visual." not in f".{n}" and n in decay],
+             "weight_decay": self.args.weight_decay},
+            {"params": [p for n, p in named if ".visual." not in f".{n}" and n not in decay], "weight_decay": 0.0},
+            {"params": vision, "weight_decay": 0.0, "lr": self.args.learning_rate * scale},
+        ]
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_class([g for g in groups if g["params"]], **optimizer_kwargs)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Overwritten -- TRL counts tokens as attention_mask.sum(): L² entries of our streaming mask per sample.

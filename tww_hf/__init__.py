@@ -13,6 +13,7 @@ from transformers import (
 )
 from transformers.utils import is_torchvision_available
 
+from .demo import default_model_path
 from .modeling.attention_tww import ROUTER as attention_router
 from .modeling.attention_tww import backend_availability, set_attention_backend
 from .modeling.cache_tww import SourceSnapshot, StreamingDynamicCache
@@ -51,6 +52,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "default_model_path",
     "CountSegmenter",
     "DecodeSettings",
     "FixedSegmenter",

@@ -3,7 +3,6 @@
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -97,17 +96,12 @@ def watch(args) -> int:
 
 
 def demo(args) -> int:
-    from .video import synthetic_frames, write_video
+    from .demo import run_demo
 
-    print("tww demo: the trained demo model does not exist yet, so this streams a generated clip through a tiny "
-          "RANDOM model (real decoding, segmentation, overlapped streaming; the text itself is noise).")
-    frames, _ = synthetic_frames(seconds=12.0, fps=2.0)
-    with tempfile.TemporaryDirectory() as folder:
-        clip = write_video(Path(folder) / "demo.mp4", frames, fps=2.0)
-        model, processor = load_model_and_processor(None)
-        args.fps = 2.0
-        questions = [(5.0, "What color is the square?"), (11.0, "Which way did the square move?")]
-        return stream_and_print(model, processor, str(clip), questions, args)
+    run_demo(model_path=args.model, video=args.video, questions=args.ask, seed=args.seed, realtime=args.realtime,
+             overlap=not args.no_overlap, max_note_tokens=args.max_note_tokens,
+             max_answer_tokens=args.max_answer_tokens, json_output=args.json, segment_seconds=args.segment_seconds)
+    return 0
 
 
 def convert(args) -> int:
@@ -302,9 +296,19 @@ def make_parser() -> argparse.ArgumentParser:
     watch_parser.add_argument("--fps", type=float, default=1.0, help="frames kept per second")
     watch_parser.set_defaults(func=watch)
 
-    demo_parser = commands.add_parser("demo", help="stream a generated clip (placeholder until the demo model ships)")
-    _add_stream_options(demo_parser)
-    demo_parser.set_defaults(func=demo, fps=2.0)
+    demo_parser = commands.add_parser("demo", help="the embedded demo model watching a held-out synthetic clip")
+    demo_parser.add_argument("--ask", action="append", type=parse_question, metavar="'SECONDS: QUESTION'",
+                             help="questions for --video (the synthetic clip brings its own)")
+    demo_parser.add_argument("--video", default=None, help="your own video file instead of the synthetic clip")
+    demo_parser.add_argument("--model", default=None, help="another checkpoint (default: the embedded demo model)")
+    demo_parser.add_argument("--seed", type=int, default=0, help="which held-out synthetic clip")
+    demo_parser.add_argument("--segment-seconds", type=float, default=2.0)
+    demo_parser.add_argument("--no-overlap", action="store_true", help="interleaved baseline: read, write, read, ...")
+    demo_parser.add_argument("--realtime", action="store_true", help="pace the video at its timestamps")
+    demo_parser.add_argument("--max-note-tokens", type=int, default=48)
+    demo_parser.add_argument("--max-answer-tokens", type=int, default=96)
+    demo_parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    demo_parser.set_defaults(func=demo)
 
     convert_parser = commands.add_parser("convert", help="stock Qwen3-VL checkpoint folder -> TWW checkpoint")
     convert_parser.add_argument("src")

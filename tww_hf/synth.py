@@ -20,7 +20,7 @@ from .world import COLORS, SHAPES, Event, World, generate_world
 
 NOT_YET = "It has not appeared yet"
 STAGES = {
-    1: dict(duration=(8.0, 12.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.0),
+    1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.0),
     2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.0),
     3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3),
 }

@@ -98,9 +98,10 @@ def train_domain_tokenizer(texts, vocab_size: int = 1024) -> PreTrainedTokenizer
 
 
 def tiny_config(tokenizer=None, vision_depth: int = 1, hidden_size: int = 64, num_layers: int = 2,
-                **overrides) -> TWWConfig:
+                vision_hidden_size: int = 32, patch_size: int = 16, **overrides) -> TWWConfig:
     """A TWW config small enough for CPU tests; special ids are read from `tokenizer` (default: `tiny_tokenizer()`).
-    `hidden_size` / `num_layers` scale the text model up for benchmarks (head_dim stays 16)."""
+    `hidden_size` / `num_layers` / `vision_hidden_size` scale the model up for benchmarks and the demo model
+    (head_dim stays 16); `patch_size` must match the video processor's."""
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _CONFIG_TOKENS.items()}
     text_config = dict(
@@ -122,10 +123,10 @@ def tiny_config(tokenizer=None, vision_depth: int = 1, hidden_size: int = 64, nu
     )
     vision_config = dict(
         depth=vision_depth,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=16,
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_heads=vision_hidden_size // 16,
+        patch_size=patch_size,
         temporal_patch_size=2,
         spatial_merge_size=2,
         out_hidden_size=hidden_size,

@@ -138,6 +138,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
         stream = container.add_stream("mpeg4", rate=int(round(fps)))
         stream.height, stream.width = frames.shape[1], frames.shape[2]
         stream.pix_fmt = "yuv420p"
+        stream.bit_rate = 2_000_000  # near-lossless for small synthetic frames (the default blurs colours badly)
         for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())

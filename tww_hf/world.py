@@ -2,6 +2,9 @@
 small canvas, with an exact event log, rendered to frames (and to mp4 through `tww_hf.video.write_video`).
 
 Everything is determined by the seed. The event log is the ground truth notes and answers are checked against.
+Events happen on whole seconds: with Qwen3-VL's temporal patches of 2 frames at 2 fps, each patch (and its
+`<t seconds>` header) then shows one state, so an event's time is visible in the stream rather than hidden
+between the two frames of a patch.
 """
 
 from dataclasses import dataclass, field
@@ -15,11 +18,12 @@ COLORS = {
     "blue": (50, 90, 240),
     "yellow": (240, 220, 40),
     "white": (245, 245, 245),
-    "purple": (160, 60, 200),
+    "purple": (200, 40, 210),  # far from blue after yuv420 chroma subsampling
 }
 SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-OBJECT_SIZE = 12
+OBJECT_SIZE = 16  # a quarter of the 64-pixel canvas: one 16-pixel patch's worth
+EVENT_WEIGHTS = {"enter": 3.0, "leave": 2.0, "recolor": 2.5, "move": 1.0, "stop": 1.0}
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,10 @@ def render_frame(objects: list[WorldObject], size: int) -> np.ndarray:
 
 def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: int = 64, event_rate: float = 0.35,
                    max_objects: int = 3, distractor_spans: list[tuple[float, float]] | None = None) -> World:
-    """Simulates `duration` seconds. Each frame, with probability `event_rate / fps`, one event happens: an object
-    enters (if fewer than `max_objects`), leaves, changes colour, starts moving or stops. Moving objects advance
-    2 px per frame and bounce at the borders. `distractor_spans` add a flickering white circle (id -1) that
+    """Simulates `duration` seconds. On each whole second, with probability `event_rate`, one event happens (weighted
+    by `EVENT_WEIGHTS`): an object enters (if fewer than `max_objects`), leaves, changes colour, starts moving or
+    stops. Moving objects advance
+    4 px per second and bounce at the borders. `distractor_spans` add a flickering white circle (id -1) that
     questions never ask about."""
     rng = np.random.default_rng(seed)
     objects: list[WorldObject] = []
@@ -114,11 +119,13 @@ def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: in
     used = set()
     for index in range(int(round(duration * fps))):
         time = round(index / fps, 6)
-        if rng.random() < event_rate / fps or not any(o.present for o in objects):
+        on_second = abs(time - round(time)) < 1e-6
+        if on_second and (rng.random() < event_rate or not any(o.present for o in objects)):
             event = _random_event(rng, objects, used, time, size, max_objects)
             if event is not None:
                 events.append(event)
-        events += [Event(time, "move", o.id, o.shape, o.color, o.direction) for o in _advance(objects, size)]
+        if on_second:  # motion also steps on whole seconds, so both frames of a temporal patch agree
+            events += [Event(time, "move", o.id, o.shape, o.color, o.direction) for o in _advance(objects, size)]
         frame_objects = [WorldObject(**vars(o)) for o in objects]
         if distractor_spans and any(a <= time <= b for a, b in distractor_spans) and index % 2 == 0:
             frame_objects.append(WorldObject(-1, "circle", "white", size * 0.8, size * 0.2))
@@ -130,7 +137,8 @@ def _random_event(rng, objects, used, time, size, max_objects) -> Event | None:
     present = [o for o in objects if o.present]
     choices = ["enter"] if len(present) < max_objects else []
     choices += ["leave", "recolor", "move", "stop"] if present else []
-    kind = str(rng.choice(choices))
+    weights = np.array([EVENT_WEIGHTS[c] for c in choices])
+    kind = str(rng.choice(choices, p=weights / weights.sum()))
     if kind == "enter":
         free = [(s, c) for s in SHAPES for c in COLORS if c != "white" and (s, c) not in used]
         shape, color = free[int(rng.integers(len(free)))]
@@ -161,12 +169,12 @@ def _random_event(rng, objects, used, time, size, max_objects) -> Event | None:
 
 
 def _advance(objects: list[WorldObject], size: int) -> list[WorldObject]:
-    """Moves every moving object 2 px; returns the ones that bounced (their direction reversed: a logged event)."""
+    """Moves every moving object 4 px; returns the ones that bounced (their direction reversed: a logged event)."""
     low, high, bounced = OBJECT_SIZE / 2, size - OBJECT_SIZE / 2, []
     for obj in objects:
         if obj.present and obj.direction:
             dx, dy = DIRECTIONS[obj.direction]
-            obj.x, obj.y = obj.x + 2 * dx, obj.y + 2 * dy
+            obj.x, obj.y = obj.x + 4 * dx, obj.y + 4 * dy
             if not low <= obj.x <= high or not low <= obj.y <= high:  # bounce
                 obj.x, obj.y = min(max(obj.x, low), high), min(max(obj.y, low), high)
                 opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}

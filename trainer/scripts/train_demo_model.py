@@ -1,6 +1,9 @@
 """Trains the small TWW demo model on the synthetic world with the project's own recipe (stages 1 -> 2 -> 3).
 
-    python trainer/scripts/train_demo_model.py --out demo_model --seed 0
+    python trainer/scripts/train_demo_model.py --out demo_model --seed 0 [--ship]
+
+`--ship` also copies the result into the package (`tww_hf/demo_model/`, without the remote code, which
+`tww_hf.default_model_path()` adds from the installed package).
 
 Everything is seeded: the data (seeds below `EVAL_SEED_OFFSET`, so `tww eval synthetic` stays held out), a domain
 tokenizer learned from that data, a small TWW model trained from scratch (hence a from-scratch learning rate, not
@@ -23,7 +26,12 @@ from tww_hf.trainer.sft import TWWSFTConfig, build_trainer, save_checkpoint
 from tww_hf.trainer.stages import load_dataset
 
 
-STAGES = {1: dict(records=3000, steps=700), 2: dict(records=1500, steps=300), 3: dict(records=400, steps=120)}
+STAGES = {1: dict(records=4000, steps=1500), 2: dict(records=1200, steps=400), 3: dict(records=300, steps=150)}
+# One 64x64 frame pair -> one merged video token (patch 32): short sequences, so more steps fit in the budget.
+PATCH_SIZE = 32
+# The note prefix carries its segment's patch headers: source and target positions are decoupled, and a model this
+# small cannot otherwise tell which segment is the newest (see TWWProcessor.target_prefix).
+SEGMENT_PREFIX = "[SEG THINK] {times}\nFocus: "
 
 
 def stream_texts(data_dir: Path) -> list[str]:
@@ -43,16 +51,19 @@ def main(out: str, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, b
     for stage, spec in STAGES.items():
         synthesize(stage, spec["records"], data_dir, seed=seed * 100_000 + stage * 10_000, progress=False)
     tokenizer = train_domain_tokenizer(stream_texts(data_dir))
-    processor = tiny_processor(tokenizer)
+    processor = tiny_processor(tokenizer, patch_size=PATCH_SIZE)
+    processor.segment_prefix = SEGMENT_PREFIX
     from tww_hf.modeling.modeling_tww import TWWForConditionalGeneration
 
     model = TWWForConditionalGeneration(tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers,
-                                                    vision_depth=2)).train()
+                                                    vision_depth=2, vision_hidden_size=64,
+                                                    patch_size=PATCH_SIZE)).train()
     print(f"data + tokenizer ({len(tokenizer)} tokens) in {time.perf_counter() - start:.0f}s; "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
     args = TWWSFTConfig(output_dir=str(Path(out) / "runs"), learning_rate=1e-3, warmup_ratio=0.03, weight_decay=0.1,
                         per_device_train_batch_size=batch_size, use_cpu=True, gradient_checkpointing=False,
                         logging_steps=25, save_strategy="no", seed=seed, lr_scheduler_type="cosine",
+                        vision_lr_scale=0.1,  # at the full rate the from-scratch vision tower collapses
                         dataloader_num_workers=1)
     for stage, spec in STAGES.items():
         trainer = build_trainer(model, processor, load_dataset(data_dir, stage),
@@ -71,5 +82,10 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--ship", action="store_true", help="copy the result into tww_hf/demo_model/")
     cli = parser.parse_args()
-    main(cli.out, cli.seed, cli.hidden_size, cli.num_layers)
+    trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers)
+    if cli.ship:
+        from tww_hf.demo import ship_checkpoint
+
+        print(f"shipped to {ship_checkpoint(trained)}")

@@ -1,0 +1,128 @@
+"""The demo model's pieces: the `{times}` note prefix (collator and engine agree), the vision learning rate, the
+embedded checkpoint and `tww demo`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tww_hf.cli import main
+from tww_hf.demo import CODE_FILES, PACKAGED, default_model_path
+from tww_hf.tiny import tiny_model, tiny_processor
+from tww_hf.trainer.collator import TWWDataCollator
+from tww_hf.trainer.sft import TWWSFTConfig, TWWSFTTrainer, build_trainer
+from tww_hf.trainer.stages import load_dataset
+
+
+TIMED_PREFIX = "[SEG THINK] {times}\nFocus: "
+
+
+def timed_processor():
+    processor = tiny_processor()
+    processor.segment_prefix = TIMED_PREFIX
+    return processor
+
+
+def two_segment_record():
+    frames = np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8)
+    return {"id": "t", "fps": 2.0, "frames": frames, "timestamps": [i / 2 for i in range(8)], "units": [
+        {"kind": "segment", "start": 0.0, "end": 1.5, "note": "a square"},
+        {"kind": "segment", "start": 2.0, "end": 3.5, "note": "a circle"},
+    ]}
+
+
+def test_timed_prefix_repeats_the_segments_own_headers():
+    processor = timed_processor()
+    assert processor.target_prefix("segment", patch_times=(2.25, 3.25)) == (
+        "[SEG THINK] <2.2 seconds><3.2 seconds>\nFocus: ")
+    assert tiny_processor().target_prefix("segment", patch_times=(2.25,)) == "[SEG THINK]\nFocus: "  # default
+    sample = TWWDataCollator(processor).encode(two_segment_record())
+    decoded = processor.tokenizer.decode(sample.target_ids)
+    assert "[SEG THINK] <0.2 seconds><1.2 seconds>\nFocus: a square" in decoded
+    assert "[SEG THINK] <2.2 seconds><3.2 seconds>\nFocus: a circle" in decoded
+    source = processor.tokenizer.decode(sample.source_ids)
+    assert "<2.2 seconds><|vision_start|>" in source and "<3.2 seconds><|vision_start|>" in source
+
+
+def test_engine_writes_the_same_timed_prefix_as_the_collator(monkeypatch):
+    processor = timed_processor()
+    model = tiny_model(processor=processor)
+    record = two_segment_record()
+    seen = []
+    original = processor.target_prefix_ids
+
+    def spy(kind, first=False, patch_times=()):
+        seen.append((kind, tuple(patch_times)))
+        return original(kind, first, patch_times)
+
+    monkeypatch.setattr(processor, "target_prefix_ids", spy)
+    from tww_hf.modeling.sources_tww import FixedSegmenter
+
+    events = list(model.stream_generate(processor, record["frames"], [], timestamps=record["timestamps"],
+                                        segmenter=FixedSegmenter(2.0), fps=2.0, max_note_tokens=3, overlap=False))
+    assert [e.kind for e in events].count("note") == 2
+    assert seen == [("segment", (0.25, 1.25)), ("segment", (2.25, 3.25))]
+
+
+def test_vision_learning_rate_scale(processor, tmp_path):
+    import json
+
+    from tww_hf.video import synthetic_frames, write_video
+
+    frames, _ = synthetic_frames(seconds=2.0, fps=2.0)
+    write_video(tmp_path / "clip.mp4", frames, fps=2.0)
+    record = {"id": "r", "video": "clip.mp4", "fps": 2.0, "stage": 1,
+              "units": [{"kind": "segment", "start": 0.0, "end": 1.5, "note": "a square"}]}
+    (tmp_path / "stage1.jsonl").write_text(json.dumps(record))
+    settings = dict(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=1, learning_rate=1e-2,
+                    warmup_ratio=0.0, use_cpu=True, save_strategy="no", report_to="none", seed=0,
+                    gradient_checkpointing=False)
+    model = tiny_model(seed=2, processor=processor).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = build_trainer(model, processor, load_dataset(tmp_path / "stage1.jsonl", 1),
+                            TWWSFTConfig(vision_lr_scale=0.0, **settings))
+    assert isinstance(trainer, TWWSFTTrainer)
+    trainer.train()
+    groups = trainer.optimizer.param_groups
+    assert [g["lr"] for g in groups][-1] == 0.0 and groups[-1]["weight_decay"] == 0.0
+    vision = [n for n in before if ".visual." in f".{n}"]
+    text = [n for n in before if ".visual." not in f".{n}"]
+    params = dict(model.named_parameters())
+    assert vision and all(torch.equal(params[n], before[n]) for n in vision)  # scale 0 freezes the tower
+    assert any(not torch.equal(params[n], before[n]) for n in text)
+
+
+needs_demo_model = pytest.mark.skipif(not (PACKAGED / "model.safetensors").is_file(),
+                                      reason="the package ships no demo model")
+
+
+@needs_demo_model
+def test_default_model_path_is_a_complete_remote_code_checkpoint(tmp_path, monkeypatch):
+    from transformers import AutoModel, AutoProcessor
+
+    import tww_hf
+
+    monkeypatch.setenv("TWW_HF_CACHE", str(tmp_path))
+    path = default_model_path()
+    assert path.parent == tmp_path and default_model_path() == path  # assembled once, then reused
+    code = Path(tww_hf.modeling.__file__).parent
+    for name in CODE_FILES:  # this installation's code, not a stale copy
+        assert (path / name).read_bytes() == (code / name).read_bytes()
+    model = AutoModel.from_pretrained(path, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    assert type(model).__name__ == "TWWForConditionalGeneration"
+    assert type(model).__module__.startswith("transformers_modules")  # loaded as remote code
+    assert "{times}" in processor.segment_prefix
+    size = sum(f.stat().st_size for f in PACKAGED.iterdir()) / 2**20
+    assert size < 10, f"the embedded demo model is {size:.1f} MiB"
+
+
+@needs_demo_model
+def test_tww_demo_streams_and_summarises(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TWW_HF_CACHE", str(tmp_path))
+    assert main(["demo", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "note:" in out and "A:" in out and "gold answer:" in out
+    summary = [line for line in out.splitlines() if line.startswith("demo: ")]
+    assert len(summary) == 1 and "answers correct" in summary[0] and "overlapped" in summary[0]
