@@ -246,12 +246,17 @@ def evaluate(args) -> int:
 
 
 def evaluate_synthetic(args) -> int:
+    from .demo import PACKAGED, default_model_path
     from .evaluation.synthetic import run_synthetic_eval, synthetic_table
 
-    model, processor = load_model_and_processor(args.model)
-    if args.model is None and not args.json:
-        print("No --model given: evaluating the tiny RANDOM model (expect chance level).")
+    path = args.model
+    if path is None and (PACKAGED / "model.safetensors").is_file():
+        path = str(default_model_path())  # the embedded demo model
+    model, processor = load_model_and_processor(path)
+    if path is None and not args.json:
+        print("No --model given and no demo model shipped: evaluating the tiny RANDOM model (expect chance level).")
     result = run_synthetic_eval(model, processor, num=args.num, seed=args.seed, out=args.out,
+                                segment_seconds=args.segment_seconds or 2.0,
                                 max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens)
     print(json.dumps(result, indent=2) if args.json else synthetic_table(result))
     return 0
@@ -381,12 +386,15 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--json", action="store_true")
     eval_parser.add_argument("--videos", default=None, help="folder the annotation video paths are relative to")
     eval_parser.add_argument("--protocol", choices=["multi-round", "single-round", "offline"], default="multi-round")
-    eval_parser.add_argument("--model", default=None, help="checkpoint (default: the tiny random model)")
+    eval_parser.add_argument("--model", default=None,
+                             help="checkpoint (default: synthetic, the embedded demo model; else a tiny random model)")
     eval_parser.add_argument("--out", default="eval_out")
     eval_parser.add_argument("--dry-run", action="store_true", help="count videos and probes per task; no video")
     eval_parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
     eval_parser.add_argument("--tasks", nargs="*", default=None, help="only these tasks")
     eval_parser.add_argument("--fps", type=float, default=1.0)
+    eval_parser.add_argument("--segment-seconds", type=float, default=None,
+                             help="synthetic: segment length (default 2, the synthetic clips' own)")
     eval_parser.add_argument("--sqa-gold-context", action="store_true",
                              help="official SQA behaviour: earlier gold answers in the prompt (leaks answers)")
     eval_parser.add_argument("--max-note-tokens", type=int, default=64)
