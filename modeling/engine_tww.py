@@ -445,7 +445,7 @@ def _to_device(inputs: dict, device) -> dict:
 
 # ------------------------------------------------------------------------------------------- public entry points
 def stream_generate(model, processor, video=None, questions=(), overlap: bool = True, realtime: bool = False,
-                    segmenter=None, generation_config=None, fps: float = 1.0, timestamps=None,
+                    segmenter=None, generation_config=None, fps: float | None = None, timestamps=None,
                     drop_after_last_question: bool = False, **decode_kwargs):
     """Streams a finite video (path/URL, array, or iterable of (frame, seconds)) with timed questions; yields events.
 

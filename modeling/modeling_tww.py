@@ -138,9 +138,10 @@ class TWWForConditionalGeneration(Qwen3VLForConditionalGeneration):
             realtime (`bool`): pace input at its timestamps against the wall clock (live); False runs flat out.
             segmenter: `FixedSegmenter(4.0)` by default; also `SceneChangeSegmenter`, `QuestionAlignedSegmenter`.
             generation_config (`GenerationConfig`, *optional*): sampling settings (greedy by default).
-            **kwargs: `fps`, `timestamps`, `drop_after_last_question`, `max_note_tokens`, `max_answer_tokens`,
-                `max_total_tokens`, `min_note_tokens`, `min_answer_tokens`, `do_sample`, `temperature`, `top_k`,
-                `top_p`, `seed`.
+            **kwargs: `fps` (resample to this rate; by default files decode at 1 frame/s and an array with
+                `timestamps` keeps every frame), `timestamps`, `drop_after_last_question`, `max_note_tokens`,
+                `max_answer_tokens`, `max_total_tokens`, `min_note_tokens`, `min_answer_tokens`, `do_sample`,
+                `temperature`, `top_k`, `top_p`, `seed`.
 
         Yields:
             `StreamEvent`s: `segment`, `question`, `note`, `answer_token`, `answer`, `error`, then one `summary`.

@@ -41,7 +41,10 @@ class Question:
 
 
 # ------------------------------------------------------------------------------------------------------ sources
-def iter_video_file(path, fps: float = 1.0):
+DEFAULT_FPS = 1.0  # frames per second kept from a file, or assumed for an array without timestamps
+
+
+def iter_video_file(path, fps: float = DEFAULT_FPS):
     """Decodes a file (or any URL FFmpeg opens) with PyAV, keeping about `fps` frames per second."""
     try:
         import av
@@ -90,18 +93,23 @@ def resample(pairs, fps: float | None):
             yield frame, time
 
 
-def as_frame_source(video, fps: float = 1.0, timestamps=None):
-    """A path/URL, an array, or an iterable of (frame, timestamp) -> an iterator of (frame, timestamp)."""
+def as_frame_source(video, fps: float | None = None, timestamps=None):
+    """A path/URL, an array, or an iterable of (frame, timestamp) -> an iterator of (frame, timestamp).
+
+    `fps=None` (the default) decodes files at `DEFAULT_FPS` and keeps every frame of an array given with explicit
+    `timestamps` (the caller already chose them); an array without timestamps is taken as `DEFAULT_FPS`. A given
+    `fps` resamples any source to about that rate.
+    """
     if isinstance(video, str) or hasattr(video, "__fspath__"):
         path = str(video)
         if "://" not in path and not path.startswith("/dev/") and not os.path.exists(path):
             raise FileNotFoundError(f"Video file {path} does not exist.")
-        return iter_video_file(video, fps)
+        return iter_video_file(video, fps or DEFAULT_FPS)
     if isinstance(video, np.ndarray) or (hasattr(video, "shape") and hasattr(video, "ndim")):
-        if timestamps is not None:  # explicit times: keep about `fps` of them
+        if timestamps is not None:
             return resample(iter_array(np.asarray(video), timestamps), fps)
-        return iter_array(np.asarray(video), None, fps)
-    return iter(video)
+        return iter_array(np.asarray(video), None, fps or DEFAULT_FPS)
+    return iter(video) if fps is None else resample(iter(video), fps)
 
 
 # --------------------------------------------------------------------------------------------------- segmenters

@@ -270,6 +270,10 @@ def test_array_and_frame_sources_resample_to_fps(tmp_path):
     frames, times = synthetic_frames(seconds=4.0, fps=4.0)
     kept = [t for _, t in as_frame_source(frames, fps=1.0, timestamps=times)]
     assert kept == [0.0, 1.0, 2.0, 3.0]
+    # Explicit timestamps without fps: every frame stays (a silent 1 fps default once halved the eval's frames).
+    assert [t for _, t in as_frame_source(frames, timestamps=times)] == list(times)
+    assert [t for _, t in as_frame_source(iter(zip(frames, times)), fps=2.0)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0,
+                                                                                 3.5]
     (tmp_path / "f").mkdir()
     names = []
     for i, frame in enumerate(frames):
