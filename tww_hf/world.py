@@ -22,6 +22,7 @@ COLORS = {
 }
 SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+BACKGROUND = 16  # the canvas grey level (0-255)
 OBJECT_SIZE = 16  # a quarter of the 64-pixel canvas: one 16-pixel patch's worth
 EVENT_WEIGHTS = {"enter": 3.0, "leave": 2.0, "recolor": 2.5, "move": 1.0, "stop": 1.0}
 
@@ -88,7 +89,7 @@ class World:
 
 
 def render_frame(objects: list[WorldObject], size: int) -> np.ndarray:
-    frame = np.full((size, size, 3), 16, dtype=np.uint8)
+    frame = np.full((size, size, 3), BACKGROUND, dtype=np.uint8)
     rows, cols = np.mgrid[0:size, 0:size]
     half = OBJECT_SIZE / 2
     for obj in objects:
