@@ -204,6 +204,7 @@ class _ReadUnit:
     arrival_wall: float
     cuda_event: object = None
     patch_times: tuple = ()  # a segment's patch header times, for a `{times}` note prefix
+    question: str = ""  # a question's text, for a `{question}` answer prefix
 
 
 class StreamEngine:
@@ -320,7 +321,8 @@ class StreamEngine:
         lag = time.perf_counter() - arrival_wall
         self.stats["lags"].append(lag)
         self.outputs.put(self._read_event(index, item, snapshot.length, done, lag))
-        return _ReadUnit(index, unit.kind, item, snapshot, arrival_wall, cuda_event, unit.patch_times)
+        return _ReadUnit(index, unit.kind, item, snapshot, arrival_wall, cuda_event, unit.patch_times,
+                         unit.text or "")
 
     def _encode(self, index: int, item):
         if isinstance(item, Segment):
@@ -374,7 +376,8 @@ class StreamEngine:
         boundaries = {processor.eot_token_id, processor.eoq_token_id, processor.end_token_id}
         budget = self._budget(kind)
         if budget == 0 and kind == SEGMENT and self.settings.max_note_tokens == 0:
-            feed = pending + processor.target_prefix_ids(kind, first=read.index == 0, patch_times=read.patch_times)
+            feed = pending + processor.target_prefix_ids(kind, first=read.index == 0, patch_times=read.patch_times,
+                                               question=read.question)
             self.model.stream_write(self.cache, _ids(feed, self.device), read.snapshot, logits_to_keep=1)
             self._record(read, [], False, False, None, 0)  # no-notes ablation: prefix only, boundary forced
             return [own]
@@ -383,7 +386,8 @@ class StreamEngine:
         if budget == 0 and self.settings.max_total_tokens is not None:
             self.outputs.put(StreamError(f"The global budget max_total_tokens={self.settings.max_total_tokens} is "
                                          "spent; this unit gets no text. Raise max_total_tokens.", read.index))
-        feed = pending + processor.target_prefix_ids(kind, first=read.index == 0, patch_times=read.patch_times)
+        feed = pending + processor.target_prefix_ids(kind, first=read.index == 0, patch_times=read.patch_times,
+                                               question=read.question)
         tokens, first_token, ttft_tokens, token = [], None, 0, None
         while True:
             logits = self.model.stream_write(self.cache, _ids(feed, self.device), read.snapshot, logits_to_keep=1)

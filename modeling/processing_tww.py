@@ -293,23 +293,26 @@ class TWWProcessor(Qwen3VLProcessor):
         return torch.where(ids == self.video_token_id, 2, torch.where(ids == self.image_token_id, 1, 0)).int()
 
     # ---------------------------------------------------------------------------------------------- target side
-    def target_prefix(self, kind: str, first: bool = False, patch_times=()) -> str:
+    def target_prefix(self, kind: str, first: bool = False, patch_times=(), question: str = "") -> str:
         """Forced text before a target unit: the assistant header (first unit) and the note/answer prefix.
 
         A `segment_prefix` containing `{times}` gets the segment's patch headers there (`patch_times`, e.g.
         `<2.2 seconds><3.2 seconds>`): the same tokens as in the source, so a note can find its own segment by
-        content. Source and target positions are decoupled, so position alone cannot tell a small model which
-        segment is the newest; large pretrained models do without it (the default prefix has no `{times}`).
+        content. A `question_prefix` containing `{question}` likewise repeats the question being answered. Source
+        and target positions are decoupled, so position alone cannot tell a small model which unit is the newest;
+        large pretrained models do without it (the default prefixes have neither).
         """
         if kind not in (SEGMENT, QUESTION):
             raise ValueError(f"Unknown unit kind {kind!r}; expected 'segment' or 'question'.")
         prefix = self.segment_prefix if kind == SEGMENT else self.question_prefix
         if kind == SEGMENT and "{times}" in prefix:
             prefix = prefix.replace("{times}", "".join(self.timestamp_text(t) for t in patch_times))
+        if kind == QUESTION and "{question}" in prefix:
+            prefix = prefix.replace("{question}", question)
         return (self.assistant_header if first else "") + prefix
 
-    def target_prefix_ids(self, kind: str, first: bool = False, patch_times=()) -> list[int]:
-        return self.encode_text(self.target_prefix(kind, first, patch_times))
+    def target_prefix_ids(self, kind: str, first: bool = False, patch_times=(), question: str = "") -> list[int]:
+        return self.encode_text(self.target_prefix(kind, first, patch_times, question))
 
     def boundary_token_id(self, kind: str) -> int:
         """`<EOT>` closes a note (segment unit), `<EOQ>` closes an answer (question unit)."""

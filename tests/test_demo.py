@@ -52,9 +52,9 @@ def test_engine_writes_the_same_timed_prefix_as_the_collator(monkeypatch):
     seen = []
     original = processor.target_prefix_ids
 
-    def spy(kind, first=False, patch_times=()):
-        seen.append((kind, tuple(patch_times)))
-        return original(kind, first, patch_times)
+    def spy(kind, first=False, patch_times=(), question=""):
+        seen.append((kind, tuple(patch_times), question))
+        return original(kind, first, patch_times, question)
 
     monkeypatch.setattr(processor, "target_prefix_ids", spy)
     from tww_hf.modeling.sources_tww import FixedSegmenter
@@ -62,7 +62,7 @@ def test_engine_writes_the_same_timed_prefix_as_the_collator(monkeypatch):
     events = list(model.stream_generate(processor, record["frames"], [], timestamps=record["timestamps"],
                                         segmenter=FixedSegmenter(2.0), fps=2.0, max_note_tokens=3, overlap=False))
     assert [e.kind for e in events].count("note") == 2
-    assert seen == [("segment", (0.25, 1.25)), ("segment", (2.25, 3.25))]
+    assert seen == [("segment", (0.25, 1.25), ""), ("segment", (2.25, 3.25), "")]
 
 
 def test_vision_learning_rate_scale(processor, tmp_path):
@@ -166,3 +166,23 @@ def test_shipped_model_reads_its_frames(tmp_path, monkeypatch):
     real = note_word_accuracy(model, processor, records, words, shuffle=False)
     shuffled = note_word_accuracy(model, processor, records, words, shuffle=True)
     assert real > shuffled + 0.1, (real, shuffled)
+
+
+def test_question_prefix_repeats_the_question_in_training_and_inference(monkeypatch):
+    from tww_hf.modeling.sources_tww import FixedSegmenter
+
+    processor = timed_processor()
+    processor.question_prefix = "\n\n[Q THINK] {question}\nReasoning: "
+    record = two_segment_record()
+    record["units"].append({"kind": "question", "time": 3.5, "question": "<video>\nWhat is it?", "answer": "x"})
+    decoded = processor.tokenizer.decode(TWWDataCollator(processor).encode(record).target_ids)
+    assert "[Q THINK] What is it?\nReasoning: x" in decoded  # the text the source holds (placeholder stripped)
+    seen, original = [], processor.target_prefix_ids
+    monkeypatch.setattr(processor, "target_prefix_ids",
+                        lambda kind, first=False, patch_times=(), question="": seen.append((kind, question))
+                        or original(kind, first, patch_times, question))
+    model = tiny_model(processor=processor)
+    list(model.stream_generate(processor, record["frames"], [(3.5, "<video>\nWhat is it?")],
+                               timestamps=record["timestamps"], segmenter=FixedSegmenter(2.0), max_note_tokens=2,
+                               max_answer_tokens=2))
+    assert ("question", "What is it?") in seen

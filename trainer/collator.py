@@ -84,7 +84,7 @@ class TWWDataCollator(DataCollatorMixin):
         target_ids, target_labels, target_lengths = [], [], []
         for index, unit in enumerate(record["units"]):
             ids, labels = self._target_unit(unit, first=index == 0, last=index == len(units) - 1,
-                                            patch_times=units[index].patch_times)
+                                            patch_times=units[index].patch_times, question=units[index].text or "")
             target_ids += ids
             target_labels += labels
             target_lengths.append(len(ids))
@@ -106,10 +106,11 @@ class TWWDataCollator(DataCollatorMixin):
             return self.processor.encode_segment(segment, times, start=unit["start"], end=unit["end"])
         return self.processor.encode_question(unit["question"], unit["time"])
 
-    def _target_unit(self, unit, first: bool, last: bool, patch_times=()) -> tuple[list[int], list[int]]:
+    def _target_unit(self, unit, first: bool, last: bool, patch_times=(),
+                     question: str = "") -> tuple[list[int], list[int]]:
         """Prefix + content + boundary (+ `<|im_end|>` for the last unit), and their labels."""
         processor = self.processor
-        prefix = processor.target_prefix_ids(unit["kind"], first=first, patch_times=patch_times)
+        prefix = processor.target_prefix_ids(unit["kind"], first=first, patch_times=patch_times, question=question)
         content = processor.encode_text(unit["note"] if unit["kind"] == SEGMENT else unit["answer"])
         closing = [processor.boundary_token_id(unit["kind"])] + ([processor.end_token_id] if last else [])
         learn = self.train_on_notes or unit["kind"] == QUESTION

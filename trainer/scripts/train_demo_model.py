@@ -33,6 +33,9 @@ PATCH_SIZE = 32
 # The note prefix carries its segment's patch headers: source and target positions are decoupled, and a model this
 # small cannot otherwise tell which segment is the newest (see TWWProcessor.target_prefix).
 SEGMENT_PREFIX = "[SEG THINK] {times}\nFocus: "
+# Likewise the answer prefix repeats its question: without it, answers in multi-question streams often followed an
+# earlier question (a yes/no question answered with a count).
+QUESTION_PREFIX = "\n\n[Q THINK] {question}\nReasoning: "
 # Pixel normalisation for this world: the background maps to 0 and colours to about +-3. With Qwen's (0.5, 0.5) the
 # small objects (~5 % of the pixels) were a faint change on a large constant patch embedding, and in 1,500 steps the
 # model never learned to read its frames (colour-word accuracy equal with real and shuffled frames); with this, real
@@ -58,7 +61,7 @@ def main(out: str, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, b
         synthesize(stage, spec["records"], data_dir, seed=seed * 100_000 + stage * 10_000, progress=False)
     tokenizer = train_domain_tokenizer(stream_texts(data_dir))
     processor = tiny_processor(tokenizer, patch_size=PATCH_SIZE)
-    processor.segment_prefix = SEGMENT_PREFIX
+    processor.segment_prefix, processor.question_prefix = SEGMENT_PREFIX, QUESTION_PREFIX
     processor.video_processor.image_mean, processor.video_processor.image_std = [PIXEL_MEAN] * 3, [PIXEL_STD] * 3
     from tww_hf.modeling.modeling_tww import TWWForConditionalGeneration
 
