@@ -186,14 +186,21 @@ def test_two_process_run(bench_dir, tmp_path):
     assert json.loads((tmp_path / "out" / "report.json").read_text())["probes_scored"] == 6
 
 
-def test_synthetic_eval_rows(model, processor, tmp_path):
+def test_synthetic_eval_rows(model, processor, tmp_path, monkeypatch):
     from tww_hf.evaluation.synthetic import EVAL_SEED_OFFSET, ROWS, run_synthetic_eval, synthetic_probes
 
     probes = synthetic_probes(2, seed=5, folder=tmp_path / "videos")
     assert probes and all(p["id"].split("/")[0].endswith(f"{EVAL_SEED_OFFSET + 5:06d}") or
                           p["id"].split("/")[0].endswith(f"{EVAL_SEED_OFFSET + 6:06d}") for p in probes)
+    # Each stream is cut into its own stage's segments, as in training (stage 2: 2 s, stage 3: 4 s).
+    assert {p["category"]: p["extra"]["segment_seconds"] for p in probes} == {"stage 2": 2.0, "stage 3": 4.0}
+    original, segmenters = model.stream_generate, []
+    monkeypatch.setattr(model, "stream_generate",
+                        lambda *a, **k: segmenters.append(k["segmenter"]) or original(*a, **k))
     result = run_synthetic_eval(model, processor, num=2, seed=5, out=tmp_path / "out", max_note_tokens=2,
                                 max_answer_tokens=2, progress=False)
+    aligned = [s for s in segmenters if hasattr(s, "max_seconds")]  # offline streams use one segment
+    assert sorted({(s.max_seconds, s.recut_seconds) for s in aligned}) == [(2.0, 2.0), (4.0, 4.0)]
     assert set(result["rows"]) == set(ROWS)
     for report in result["rows"].values():
         assert report["probes_scored"] == result["probes"] == len(probes)

@@ -256,7 +256,7 @@ def evaluate_synthetic(args) -> int:
     if path is None and not args.json:
         print("No --model given and no demo model shipped: evaluating the tiny RANDOM model (expect chance level).")
     result = run_synthetic_eval(model, processor, num=args.num, seed=args.seed, out=args.out,
-                                segment_seconds=args.segment_seconds or 2.0,
+                                segment_seconds=args.segment_seconds,
                                 max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens)
     print(json.dumps(result, indent=2) if args.json else synthetic_table(result))
     return 0
@@ -394,7 +394,8 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--tasks", nargs="*", default=None, help="only these tasks")
     eval_parser.add_argument("--fps", type=float, default=1.0)
     eval_parser.add_argument("--segment-seconds", type=float, default=None,
-                             help="synthetic: segment length (default 2, the synthetic clips' own)")
+                             help="synthetic: one segment length for every stream (default: each stream's "
+                                  "own, as in training: 2 s for stage-2 clips, 4 s for stage-3 clips)")
     eval_parser.add_argument("--sqa-gold-context", action="store_true",
                              help="official SQA behaviour: earlier gold answers in the prompt (leaks answers)")
     eval_parser.add_argument("--max-note-tokens", type=int, default=64)

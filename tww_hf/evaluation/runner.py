@@ -100,9 +100,12 @@ class EvalRun:
         keep = [i for i, t in enumerate(times) if t <= end + 1e-6] or [0]
         questions = [(p["time"] if p["time"] is not None else times[keep[-1]], self.question_text(p, probes))
                      for p in probes]
+        # A stream may fix its own segment length (the synthetic streams' stages use 2 s or 4 s segments).
+        own = probes[0].get("extra", {}).get("segment_seconds")
+        max_seconds, recut_seconds = (own, own) if own else (self.segment_max, self.segment_recut)
         segmenter = (FixedSegmenter(seconds=float("inf")) if offline else
-                     QuestionAlignedSegmenter(question_times=[q for q, _ in questions], max_seconds=self.segment_max,
-                                              recut_seconds=self.segment_recut))
+                     QuestionAlignedSegmenter(question_times=[q for q, _ in questions], max_seconds=max_seconds,
+                                              recut_seconds=recut_seconds))
         events = list(self.model.stream_generate(
             self.processor, frames[keep], questions, timestamps=[times[i] for i in keep], segmenter=segmenter,
             **self.decode))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..synth import build_record, render_record_video
+from ..synth import STAGES, build_record, render_record_video
 from .runner import EvalRun, merge_report
 
 
@@ -27,35 +27,38 @@ ROWS = {
 KINDS = {"realtime": "mcq", "backward": "mcq", "not_yet": "mcq", "count": "count", "presence": "yesno"}
 
 
-def synthetic_probes(num: int, seed: int, folder: Path, stages=(2, 3)) -> list[dict]:
-    """Renders `num` held-out records (alternating stages) and returns their questions as probes."""
+def synthetic_probes(num: int, seed: int, folder: Path, stages=(2, 3),
+                     segment_seconds: float | None = None) -> list[dict]:
+    """Renders `num` held-out records (alternating stages) and returns their questions as probes. Each stream is
+    cut into its stage's segments (2 s, or 4 s for stage 3), as in training, unless `segment_seconds` is given."""
     probes = []
     for index in range(num):
         stage = stages[index % len(stages)]
         record = build_record(stage, EVAL_SEED_OFFSET + seed + index)
         render_record_video(record, folder)
+        extra = {"segment_seconds": segment_seconds or STAGES[stage]["segment"]}
         for q_index, unit in enumerate(u for u in record["units"] if u["kind"] == "question"):
             probes.append({"id": f"{record['id']}/{q_index}", "benchmark": "synthetic",
                            "task": unit["question_type"], "category": f"stage {stage}", "video": record["video"],
                            "time": unit["time"], "question": unit["question"], "answer": unit["gold"],
-                           "kind": KINDS[unit["question_type"]], "extra": {}})
+                           "kind": KINDS[unit["question_type"]], "extra": extra})
     return probes
 
 
 def run_synthetic_eval(model, processor, num: int = 20, seed: int = 0, out: str | Path | None = None,
-                       segment_seconds: float = 2.0, max_note_tokens: int = 48, max_answer_tokens: int = 64,
+                       segment_seconds: float | None = None, max_note_tokens: int = 48, max_answer_tokens: int = 64,
                        progress: bool = True) -> dict:
     """Every row over the same held-out probes; returns {row: report} and writes results.json / results.md."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        probes = synthetic_probes(num, seed, folder)
+        probes = synthetic_probes(num, seed, folder, segment_seconds=segment_seconds)
         reports = {}
         for name, settings in ROWS.items():
             decode = {"max_note_tokens": max_note_tokens, "max_answer_tokens": max_answer_tokens} | settings
             protocol = decode.pop("protocol")
             run_dir = folder / "runs" / name.replace(" ", "_")
             EvalRun(model, processor, probes, folder, run_dir, protocol=protocol, fps=2.0,
-                    segment_max=segment_seconds, segment_recut=segment_seconds, progress=progress, **decode).run()
+                    progress=progress, **decode).run()
             reports[name] = merge_report(run_dir, name)
     result = {"num_streams": num, "seed": seed, "probes": len(probes), "rows": reports}
     if out is not None:
