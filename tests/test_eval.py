@@ -5,8 +5,11 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from tww_hf.cli import main
 from tww_hf.evaluation.adapters import dry_run_summary, load_probes
@@ -208,3 +211,51 @@ def test_synthetic_eval_rows(model, processor, tmp_path, monkeypatch):
     assert no_notes["output_tokens_mean"] < full["output_tokens_mean"]  # notes left empty
     assert (tmp_path / "out" / "results.md").read_text().count("|") > 20
     assert (tmp_path / "out" / "results.png").is_file()
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the true next token everywhere (`after_answer=None`), or only right after "Answer:" (`True`), or
+    everywhere except there (`False`); elsewhere it predicts a wrong token. Independent of `answer_spans`: it finds
+    "Answer:" by looking back at the input ids."""
+
+    def __init__(self, config, answer_ids: list[int], after_answer: bool | None):
+        super().__init__()
+        self.config, self.answer_ids, self.after_answer = config, answer_ids, after_answer
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, **_):
+        batch, length = input_ids.shape
+        vocab = int(input_ids.max()) + 2
+        following = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], dim=1)
+        width = len(self.answer_ids)
+        at_answer = torch.zeros_like(input_ids, dtype=torch.bool)
+        for i in range(width - 1, length):
+            at_answer[:, i] = (input_ids[:, i - width + 1: i + 1] == torch.tensor(self.answer_ids)).all(-1)
+        right = torch.ones_like(at_answer) if self.after_answer is None else at_answer == self.after_answer
+        predicted = torch.where(right, following, following + 1)
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(predicted, vocab).float())
+
+
+@pytest.mark.parametrize("after_answer", [None, True, False])
+def test_teacher_forced_answers_scores_the_final_answer_tokens(model, processor, tmp_path, after_answer):
+    from tww_hf.evaluation.forced import forced_table, teacher_forced_answers
+    from tww_hf.evaluation.synthetic import synthetic_probes
+
+    probes = synthetic_probes(3, seed=2, folder=tmp_path)
+    expected = Counter(p["task"] for p in probes)
+    multi_token = {p["task"] for p in probes if len(processor.encode_text(" " + p["answer"])) > 1}
+    oracle = _Oracle(model.config, processor.encode_text("Answer:"), after_answer)
+    result = teacher_forced_answers(oracle, processor, num=3, seed=2, batch_size=2)
+    assert {kind: row["questions"] for kind, row in result.items()} == dict(expected)
+    for kind, row in result.items():
+        if after_answer is None or (after_answer and kind not in multi_token):  # only the 1st token is after it
+            assert row["accuracy"] == 100.0, kind
+        elif after_answer is False:
+            assert row["accuracy"] == 0.0, kind
+    assert "| question type |" in forced_table(result, 3, 2)
+
+
+def test_cli_teacher_forced_on_the_demo_model(capsys):
+    assert main(["eval", "synthetic", "--teacher-forced", "--num", "2", "--seed", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result and all(0.0 <= row["accuracy"] <= 100.0 and row["questions"] > 0 for row in result.values())

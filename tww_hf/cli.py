@@ -255,6 +255,12 @@ def evaluate_synthetic(args) -> int:
     model, processor = load_model_and_processor(path)
     if path is None and not args.json:
         print("No --model given and no demo model shipped: evaluating the tiny RANDOM model (expect chance level).")
+    if args.teacher_forced:
+        from .evaluation.forced import forced_table, teacher_forced_answers
+
+        result = teacher_forced_answers(model, processor, num=args.num, seed=args.seed)
+        print(json.dumps(result, indent=2) if args.json else forced_table(result, args.num, args.seed))
+        return 0
     result = run_synthetic_eval(model, processor, num=args.num, seed=args.seed, out=args.out,
                                 segment_seconds=args.segment_seconds,
                                 max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens)
@@ -396,6 +402,9 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--segment-seconds", type=float, default=None,
                              help="synthetic: one segment length for every stream (default: each stream's "
                                   "own, as in training: 2 s for stage-2 clips, 4 s for stage-3 clips)")
+    eval_parser.add_argument("--teacher-forced", action="store_true",
+                             help="synthetic: final-answer accuracy given the gold stream and reasoning (one forward "
+                                  "pass per batch; separates the option lookup from watching)")
     eval_parser.add_argument("--sqa-gold-context", action="store_true",
                              help="official SQA behaviour: earlier gold answers in the prompt (leaks answers)")
     eval_parser.add_argument("--max-note-tokens", type=int, default=64)
