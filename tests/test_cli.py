@@ -73,3 +73,19 @@ def test_missing_and_corrupt_video(tmp_path, capsys):
     (tmp_path / "bad.mp4").write_bytes(b"this is not a video")
     assert main(["watch", str(tmp_path / "bad.mp4")]) == 1
     assert "Cannot open video" in capsys.readouterr().out
+
+
+def test_every_python_package_is_in_the_wheel():
+    """A regular (non-editable) install ships only the packages pyproject lists; an unlisted subpackage works in the
+    editable development install and breaks for users (tww_hf.evaluation was missing once)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, found = set(setuptools["packages"]), set()
+    for package, folder in setuptools["package-dir"].items():
+        for init in (root / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(root / folder).parts
+            found.add(".".join((package, *relative)))
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
