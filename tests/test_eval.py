@@ -17,10 +17,12 @@ from tww_hf.evaluation.runner import EvalRun, merge_report
 from tww_hf.evaluation.scoring import (
     aggregate,
     final_answer,
+    option_texts,
     score_count,
     score_ovo_mcq,
     score_proactive,
     score_streamingbench_mcq,
+    score_synthetic,
     score_yesno,
 )
 from tww_hf.video import write_video
@@ -82,6 +84,16 @@ def test_scoring_hand_computed():
     assert score_proactive(5.0, "It is a square", 4.0, "square") == (True, True)
     assert score_proactive(6.5, "square", 4.0, "square") == (False, False)  # outside +-2 s
     assert score_proactive(None, "", 4.0, "square") == (False, False)
+
+
+def test_synthetic_scoring_accepts_the_gold_option_by_letter_or_text():
+    question = "What color is the square now?\n" + "\n".join(OPTIONS)  # B. green
+    for reply in ("So it is green.\nAnswer: green", "Answer: B", "Answer: b. Green.", "Answer: green."):
+        assert score_synthetic(question, reply, "B"), reply
+    for reply in ("Answer: red", "Answer: A", "Answer: green or red", "It is green.", "Answer: B. red"):
+        assert not score_synthetic(question, reply, "B"), reply
+    assert score_synthetic("How many?", "Answer: 3", "3") and not score_synthetic("How many?", "Answer: 3", "4")
+    assert score_synthetic("Has a red square appeared?", "Answer: Yes", "yes")
 
 
 def test_aggregations_both_ovo_conventions():
@@ -243,7 +255,8 @@ def test_teacher_forced_answers_scores_the_final_answer_tokens(model, processor,
 
     probes = synthetic_probes(3, seed=2, folder=tmp_path)
     expected = Counter(p["task"] for p in probes)
-    multi_token = {p["task"] for p in probes if len(processor.encode_text(" " + p["answer"])) > 1}
+    said = [option_texts(p["question"]).get(p["answer"], p["answer"]) for p in probes]  # what the answer line says
+    multi_token = {p["task"] for p, text in zip(probes, said) if len(processor.encode_text(" " + text)) > 1}
     oracle = _Oracle(model.config, processor.encode_text("Answer:"), after_answer)
     result = teacher_forced_answers(oracle, processor, num=3, seed=2, batch_size=2)
     assert {kind: row["questions"] for kind, row in result.items()} == dict(expected)

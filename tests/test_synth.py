@@ -7,6 +7,7 @@ import pytest
 
 from tww_hf.cli import main
 from tww_hf.data import load_jsonl, validate_record
+from tww_hf.evaluation.scoring import option_texts
 from tww_hf.synth import NOT_YET, build_record, causality_problems
 from tww_hf.world import COLORS, OBJECT_SIZE, generate_world
 
@@ -50,7 +51,8 @@ def test_records_are_valid_and_notes_agree_with_the_log(stage):
                     assert f"{event['time']:.1f}s" in unit["note"]  # every event of the segment is noted
                 previous = unit["end"]
             else:
-                assert unit["answer"].endswith(f"Answer: {unit['gold']}")
+                said = option_texts(unit["question"]).get(unit["gold"], unit["gold"])  # an option's text, or as is
+                assert unit["answer"].endswith(f"\nAnswer: {said}")
 
 
 def test_stage_shapes():
@@ -64,6 +66,20 @@ def test_stage_shapes():
     not_yet = next(u for r in stage3 for u in r["units"] if u.get("question_type") == "not_yet")
     letter = not_yet["gold"]
     assert f"{letter}. {NOT_YET}" in not_yet["question"]
+
+
+def test_multiple_choice_answers_name_the_gold_option():
+    units = [u for s in range(10) for u in build_record(3, s)["units"] if u.get("question_type") in ("realtime",
+                                                                                                      "backward")]
+    assert units
+    for unit in units:
+        options = option_texts(unit["question"])
+        assert sorted(options) == list("ABCD") and unit["answer"].endswith(f"\nAnswer: {options[unit['gold']]}")
+    letters = build_record(3, 0, mcq_answer="letter")
+    assert all(u["answer"].endswith(f"\nAnswer: {u['gold']}") for u in letters["units"] if u["kind"] == "question")
+    assert causality_problems(letters) == []
+    with pytest.raises(ValueError, match="mcq_answer"):
+        build_record(3, 0, mcq_answer="number")
 
 
 def test_validator_catches_planted_violations():
@@ -80,6 +96,10 @@ def test_validator_catches_planted_violations():
     malformed = json.loads(json.dumps(record))
     malformed["units"][question]["answer"] = "It is red."
     assert any("Answer: X" in p for p in causality_problems(malformed))
+    mcq = next(i for i, u in enumerate(record["units"]) if "\nA. " in u.get("question", ""))
+    not_an_option = json.loads(json.dumps(record))
+    not_an_option["units"][mcq]["answer"] = record["units"][mcq]["answer"].rsplit("\n", 1)[0] + "\nAnswer: orange"
+    assert any("Answer: X" in p for p in causality_problems(not_an_option))
     missing = json.loads(json.dumps(record))
     missing["units"][segments[0]]["note"] = ""
     assert any("no note" in p for p in causality_problems(missing))

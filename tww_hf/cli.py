@@ -180,7 +180,8 @@ def data_synth(args) -> int:
     from .synth import synthesize
 
     start = time.perf_counter()
-    path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed, size=args.size, fps=args.fps)
+    path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed, size=args.size, fps=args.fps,
+                                mcq_answer=args.mcq_answer)
     for problem in problems:
         print(f"dropped: {problem}")
     kept = sum(1 for _ in path.open())
@@ -358,6 +359,8 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--seed", type=int, default=0)
     synth_parser.add_argument("--size", type=int, default=64, help="frame side in pixels")
     synth_parser.add_argument("--fps", type=float, default=2.0)
+    synth_parser.add_argument("--mcq-answer", choices=["option", "letter"], default="option",
+                              help="multiple-choice answer lines name the option's text (default) or its letter")
     synth_parser.set_defaults(func=data_synth)
     build_parser = data_commands.add_parser("build", help="write notes and reasoning for annotations with a teacher")
     build_parser.add_argument("--teacher", choices=["openai", "transformers"], required=True)
@@ -404,7 +407,7 @@ def make_parser() -> argparse.ArgumentParser:
                                   "own, as in training: 2 s for stage-2 clips, 4 s for stage-3 clips)")
     eval_parser.add_argument("--teacher-forced", action="store_true",
                              help="synthetic: final-answer accuracy given the gold stream and reasoning (one forward "
-                                  "pass per batch; separates the option lookup from watching)")
+                                  "pass per batch; separates the answer line from watching)")
     eval_parser.add_argument("--sqa-gold-context", action="store_true",
                              help="official SQA behaviour: earlier gold answers in the prompt (leaks answers)")
     eval_parser.add_argument("--max-note-tokens", type=int, default=64)

@@ -77,7 +77,6 @@ def run_demo(model_path: str | None = None, video: str | None = None, questions=
 
     from transformers import AutoModel, AutoProcessor
 
-    from .evaluation.scoring import final_answer
     from .modeling.sources_tww import FixedSegmenter
     from .synth import render_record_video
 
@@ -89,18 +88,20 @@ def run_demo(model_path: str | None = None, video: str | None = None, questions=
         if video is None:
             record, triples = demo_stream(seed)
             video = str(render_record_video(record, folder))
-            golds = {round(t, 3): gold for t, _, gold in triples}
+            golds = {round(t, 3): (question, gold) for t, question, gold in triples}
             questions = [(t, q) for t, q, _ in triples]
             out(f"tww demo: a held-out synthetic clip ({record['world']['duration']:.0f} s, {len(questions)} "
                 f"questions) -> {video}\nmodel: {path}")
         events = model.stream_generate(processor, video, questions or [], overlap=overlap, realtime=realtime,
                                        fps=DEMO_FPS, segmenter=FixedSegmenter(segment_seconds),
                                        max_note_tokens=max_note_tokens, max_answer_tokens=max_answer_tokens)
-        return _print_events(events, golds, json_output, out, final_answer, json)
+        return _print_events(events, golds, json_output, out, json)
 
 
-def _print_events(events, golds: dict, json_output: bool, out, final_answer, json) -> dict:
+def _print_events(events, golds: dict, json_output: bool, out, json) -> dict:
+    """`golds`: {question time: (question, gold answer)} for the questions that are scored."""
     from .cli import format_event
+    from .evaluation.scoring import final_answer, option_texts, score_synthetic
 
     correct, asked, summary = 0, 0, None
     for event in events:
@@ -109,11 +110,13 @@ def _print_events(events, golds: dict, json_output: bool, out, final_answer, jso
         elif (line := format_event(event)) is not None:
             out(line)
         if event.kind == "answer" and round(event.arrival, 3) in golds:
-            gold, given = golds[round(event.arrival, 3)], final_answer(event.text)
-            ok = given.lower().rstrip(".") == gold.lower()
+            question, gold = golds[round(event.arrival, 3)]
+            given, ok = final_answer(event.text), score_synthetic(question, event.text, gold)
             correct, asked = correct + ok, asked + 1
             if not json_output:
-                out(f"             gold answer: {gold} -> {'correct' if ok else 'wrong'} (model: {given!r})")
+                text = option_texts(question).get(gold)
+                shown = f"{gold}. {text}" if text else gold
+                out(f"             gold answer: {shown} -> {'correct' if ok else 'wrong'} (model: {given!r})")
         if event.kind == "summary":
             summary = event
     result = {"correct": correct, "scored": asked, "note_tokens": summary.note_tokens,

@@ -1,7 +1,8 @@
 """Three-stage streaming CoT data on the synthetic world, written by a deterministic teacher from the event log.
 
 - Stage 1: short clips, one question (real-time or short backward).
-- Stage 2: short clips, several questions whose answers reuse earlier evidence.
+- Stage 2: short clips, several questions whose answers reuse earlier evidence, a few asked before their evidence
+  exists.
 - Stage 3: long streams with distractor segments, questions about events far back, and questions asked before their
   evidence exists (the right answer says it cannot be known yet).
 
@@ -15,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation.scoring import option_texts
 from .world import COLORS, SHAPES, Event, World, generate_world
 
 
 NOT_YET = "It has not appeared yet"
+MCQ_ANSWERS = ("option", "letter")
 STAGES = {
     1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.0),
-    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.0),
+    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.15),
     3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3),
 }
 _EVENT_TEMPLATES = ("At {t:.1f}s {what}.", "{t:.1f}s: {what}.", "{What} ({t:.1f}s).")
@@ -32,7 +35,7 @@ class Question:
     time: float
     text: str
     options: list[str] | None
-    answer: str  # a letter, yes/no, or a number
+    answer: str  # the gold answer: a letter, yes/no, or a number
     kind: str  # realtime, backward, count, presence, not_yet
     reasoning: str
 
@@ -124,7 +127,8 @@ def ask_not_yet(world: World, time: float, rng) -> Question | None:
         return None
     shape = unseen[int(rng.integers(len(unseen)))]
     options, letter = _mcq(rng, NOT_YET, [NOT_YET] + list(COLORS)[:4])
-    reasoning = f"No note so far mentions a {shape}, so its color cannot be known yet."
+    # A full stop, not ", so": the demo model drifted from ", so" into "so far mentions ..." (a note's wording).
+    reasoning = f"No note so far mentions a {shape}. Its color cannot be known yet."
     return Question(time, f"What color is the {shape}?", options, letter, "not_yet", reasoning)
 
 
@@ -133,8 +137,15 @@ ASKERS = {1: (ask_realtime, ask_count, ask_presence), 2: (ask_realtime, ask_firs
 
 
 # ------------------------------------------------------------------------------------------------------ records
-def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0) -> dict:
-    """One record of `stage` from `seed` (the same seed always gives the same record)."""
+def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_answer: str = "option") -> dict:
+    """One record of `stage` from `seed` (the same seed always gives the same record).
+
+    `mcq_answer`: how a multiple-choice answer line names the chosen option: "option" (its text, `Answer: green`,
+    the default) or "letter" (`Answer: D`). `gold` is the letter either way, and the synthetic scorer accepts both.
+    The option text is the default because the letter needs a content -> letter lookup that the from-scratch demo
+    model never learned in its CPU budget (README, "Synthetic evaluation and the demo model")."""
+    if mcq_answer not in MCQ_ANSWERS:
+        raise ValueError(f"mcq_answer must be one of {MCQ_ANSWERS}, got {mcq_answer!r}.")
     spec, rng = STAGES[stage], np.random.default_rng([stage, seed])
     duration = float(rng.uniform(*spec["duration"]) // spec["segment"] * spec["segment"])
     distractors = [(duration * 0.3, duration * 0.3 + spec["segment"])] if spec["distractors"] else None
@@ -148,7 +159,7 @@ def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0) -> dic
         units.append({"kind": "segment", "start": frame_times[0], "end": end,
                       "note": teacher.note(world, previous, end)})
         for question in (q for q in questions if q.time == end):
-            units.append(_question_unit(question))
+            units.append(_question_unit(question, mcq_answer))
         previous = end
     return {"id": f"synth-s{stage}-{seed:06d}", "stage": stage, "fps": fps, "units": units,
             "events": [asdict(e) for e in world.events],
@@ -174,10 +185,13 @@ def _questions(world: World, stage: int, rng) -> list[Question]:
     return questions
 
 
-def _question_unit(question: Question) -> dict:
+def _question_unit(question: Question, mcq_answer: str = "option") -> dict:
     text = question.text + ("\n" + "\n".join(question.options) if question.options else "")
+    said = question.answer
+    if question.options and mcq_answer == "option":
+        said = option_texts(text)[question.answer]
     return {"kind": "question", "time": question.time, "question": text, "question_type": question.kind,
-            "answer": f"{question.reasoning}\nAnswer: {question.answer}", "gold": question.answer}
+            "answer": f"{question.reasoning}\nAnswer: {said}", "gold": question.answer}
 
 
 def render_record_video(record: dict, out_dir: str | Path) -> Path:
@@ -194,7 +208,7 @@ def render_record_video(record: dict, out_dir: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------- validator
 _TIME = re.compile(r"(\d+(?:\.\d+)?)s\b")
-_ANSWER = re.compile(r"\nAnswer: (?:[ABCD]|yes|no|\d+)$")
+_ANSWER = re.compile(r"\nAnswer: ([^\n]+)$")
 
 
 def causality_problems(record: dict) -> list[str]:
@@ -210,12 +224,23 @@ def causality_problems(record: dict) -> list[str]:
             previous_end = float(unit["end"])
         elif unit.get("kind") == "question":
             answer = str(unit.get("answer") or "")
-            if not _ANSWER.search(answer):
-                problems.append(f"{where}: the answer does not end with 'Answer: X' (a letter, yes/no or a number).")
+            if not _well_formed(answer, str(unit.get("question") or "")):
+                problems.append(f"{where}: the answer does not end with 'Answer: X' (an option's letter or text, "
+                                "yes/no or a number).")
             late = [float(t) for t in _TIME.findall(answer) if float(t) > float(unit["time"]) + 1e-6]
             if late:
                 problems.append(f"{where}: the reasoning cites {late[0]}s, after the question at {unit['time']}s.")
     return problems
+
+
+def _well_formed(answer: str, question: str) -> bool:
+    found = _ANSWER.search(answer)
+    if found is None:
+        return False
+    said, options = found.group(1), option_texts(question)
+    if options:
+        return said in options or said in options.values()
+    return said in ("yes", "no") or said.isdigit()
 
 
 def _note_problems(unit: dict, previous_end: float, events: list[Event], where: str) -> list[str]:
@@ -236,9 +261,10 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
 
 
 def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: bool = True, size: int = 64,
-               fps: float = 2.0) -> tuple[Path, list[str]]:
+               fps: float = 2.0, mcq_answer: str = "option") -> tuple[Path, list[str]]:
     """Writes `num` validated records of `stage` to `out/stage{stage}.jsonl` (videos under `out/clips/`); records
-    that fail validation are reported and dropped. Returns the file and the problems found."""
+    that fail validation are reported and dropped. Returns the file and the problems found. `mcq_answer`: see
+    `build_record`."""
     import json
 
     from tqdm.auto import tqdm
@@ -250,7 +276,7 @@ def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: b
     path, problems, kept = out / f"stage{stage}.jsonl", [], 0
     with path.open("w") as handle:
         for index in tqdm(range(num), desc=f"stage {stage}", disable=not progress):
-            record = build_record(stage, seed + index, size=size, fps=fps)
+            record = build_record(stage, seed + index, size=size, fps=fps, mcq_answer=mcq_answer)
             render_record_video(record, out)
             found = causality_problems(record)
             try:

@@ -27,7 +27,7 @@ from tww_hf.trainer.stages import load_dataset
 from tww_hf.world import BACKGROUND
 
 
-STAGES = {1: dict(records=4000, steps=1600), 2: dict(records=1200, steps=300), 3: dict(records=300, steps=80)}
+STAGES = {1: dict(records=4000, steps=1500), 2: dict(records=1200, steps=280), 3: dict(records=300, steps=60)}
 # One 64x64 frame pair -> one merged video token (patch 32): short sequences, so more steps fit in the budget.
 PATCH_SIZE = 32
 # The note prefix carries its segment's patch headers: source and target positions are decoupled, and a model this

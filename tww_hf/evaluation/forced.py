@@ -3,10 +3,11 @@ format?
 
 On held-out synthetic streams, the model reads the gold stream (frames, gold notes, gold reasoning) in one
 teacher-forced forward pass, and we check whether it predicts the final answer tokens (the text after `Answer:`)
-exactly. The reasoning already names the answer ("So the triangle is purple now."), so for multiple choice this
-measures only the option lookup: the reasoning's content -> its option letter. An MCQ type near 25 % here means
-the model cannot bind content to letters, whatever it sees. Frames come from the renderer in memory (no mp4 round
-trip), so pixels differ slightly from the streamed evaluation's.
+exactly. The reasoning already names the answer ("So the triangle is purple now."), so this measures the last step
+alone: turning the reasoning's content into the answer line. The synthetic records answer multiple choice with the
+option's text (`Answer: purple`, see `build_record`); with letters (`mcq_answer="letter"`) this step is a content ->
+letter lookup, and the previous demo model scored it at chance (README). Frames come from the renderer in memory
+(no mp4 round trip), so pixels differ slightly from the streamed evaluation's.
 """
 
 from collections import defaultdict
@@ -76,7 +77,7 @@ def teacher_forced_answers(model, processor, num: int = 20, seed: int = 0, batch
 
 def forced_table(result: dict, num: int, seed: int) -> str:
     lines = [f"Final-answer accuracy given the gold stream and reasoning (teacher-forced), {num} held-out streams "
-             f"(seed {seed}). For multiple choice this is the option lookup alone (content -> letter).", "",
+             f"(seed {seed}): the step from the reasoning's content to the answer line alone.", "",
              "| question type | questions | accuracy % | chance % |", "|---|---|---|---|"]
     for kind, row in result.items():
         chance = "-" if row["chance"] is None else f"{row['chance']:.0f}"

@@ -21,6 +21,22 @@ def final_answer(reply: str) -> str:
     return (reply[index + len("Answer:"):] if index >= 0 else reply).strip()
 
 
+def option_texts(question: str) -> dict[str, str]:
+    """{letter: text} of the `A. text` option lines of a multiple-choice question ({} when it has none)."""
+    return dict(re.findall(r"^([A-Z])\. (.+?)\s*$", str(question or ""), re.MULTILINE))
+
+
+def score_synthetic(question: str, reply: str, gold: str) -> bool:
+    """Our own data: the final answer must be exactly the gold one (case and a final period aside). For multiple
+    choice, the gold option's text counts as well as its letter or its whole line (`Answer: green`, `Answer: D`,
+    `Answer: D. green`); anything else, another option's text included, is wrong."""
+    said = final_answer(reply).lower().rstrip(".").strip()
+    gold = gold.strip()
+    text = option_texts(question).get(gold.upper())
+    accepted = {gold.lower()} | ({text.lower().rstrip("."), f"{gold}. {text}".lower().rstrip(".")} if text else set())
+    return said in accepted
+
+
 def score_streamingbench_mcq(reply: str, answer: str) -> bool:
     text = final_answer(reply)
     return bool(text) and text[0].upper() == answer.strip().upper()
@@ -51,8 +67,8 @@ def score_proactive(first_yes_time: float | None, output: str, ground_truth_time
 def score_probe(probe: dict, reply: str) -> bool:
     """Correctness of one non-proactive probe (`probe` as `Probe.to_dict()`)."""
     kind, answer = probe["kind"], probe["answer"]
-    if probe["benchmark"] == "synthetic":  # our own data: the final answer must be exactly the gold one
-        return final_answer(reply).lower().rstrip(".") == answer.lower()
+    if probe["benchmark"] == "synthetic":
+        return score_synthetic(probe["question"], reply, answer)
     if kind == "mcq":
         lenient = probe["benchmark"] == "ovobench"
         return score_ovo_mcq(reply, answer) if lenient else score_streamingbench_mcq(reply, answer)
