@@ -69,10 +69,12 @@ def _history(world: World, time: float) -> list[Event]:
     return [e for e in world.events if e.time <= time]
 
 
-def _mcq(rng, correct: str, pool: list[str]) -> tuple[list[str], str]:
-    distractors = [p for p in dict.fromkeys(pool) if p != correct]
+def _mcq(rng, correct: str, pool: list[str], always: tuple[str, ...] = ()) -> tuple[list[str], str]:
+    """Four options: `correct`, every distinct option of `always`, and random distractors from `pool`."""
+    fixed = [a for a in dict.fromkeys(always) if a != correct]
+    distractors = [p for p in dict.fromkeys(pool) if p != correct and p not in fixed]
     rng.shuffle(distractors)
-    options = [correct] + distractors[:3]
+    options = [correct] + fixed + distractors[: 3 - len(fixed)]
     rng.shuffle(options)
     return [f"{'ABCD'[i]}. {o}" for i, o in enumerate(options)], "ABCD"[options.index(correct)]
 
@@ -86,7 +88,8 @@ def ask_realtime(world: World, time: float, rng) -> Question | None:
     if not objects:
         return None
     target = objects[int(rng.integers(len(objects)))]
-    options, letter = _mcq(rng, target.color, list(COLORS))
+    # Real-time and not-yet questions share one wording and the not-yet option: neither gives the other away.
+    options, letter = _mcq(rng, target.color, list(COLORS), always=(NOT_YET,))
     evidence = [e for e in _history(world, time) if e.object == target.id][-2:]
     reasoning = f"{_cite(evidence)} So the {target.shape} is {target.color} now."
     return Question(time, f"What color is the {target.shape} now?", options, letter, "realtime", reasoning)
@@ -126,10 +129,10 @@ def ask_not_yet(world: World, time: float, rng) -> Question | None:
     if not unseen:
         return None
     shape = unseen[int(rng.integers(len(unseen)))]
-    options, letter = _mcq(rng, NOT_YET, [NOT_YET] + list(COLORS)[:4])
+    options, letter = _mcq(rng, NOT_YET, list(COLORS))
     # A full stop, not ", so": the demo model drifted from ", so" into "so far mentions ..." (a note's wording).
     reasoning = f"No note so far mentions a {shape}. Its color cannot be known yet."
-    return Question(time, f"What color is the {shape}?", options, letter, "not_yet", reasoning)
+    return Question(time, f"What color is the {shape} now?", options, letter, "not_yet", reasoning)
 
 
 ASKERS = {1: (ask_realtime, ask_count, ask_presence), 2: (ask_realtime, ask_first, ask_count, ask_presence),
