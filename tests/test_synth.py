@@ -8,8 +8,8 @@ import pytest
 from tww_hf.cli import main
 from tww_hf.data import load_jsonl, validate_record
 from tww_hf.evaluation.scoring import option_texts
-from tww_hf.synth import NOT_YET, build_record, causality_problems
-from tww_hf.world import COLORS, OBJECT_SIZE, generate_world
+from tww_hf.synth import NOT_YET, ask_entry_color, ask_first, ask_realtime, build_record, causality_problems
+from tww_hf.world import COLORS, OBJECT_SIZE, Event, World, WorldObject, generate_world
 
 
 def test_same_seed_same_world_and_record():
@@ -80,6 +80,51 @@ def test_multiple_choice_answers_name_the_gold_option():
     assert causality_problems(letters) == []
     with pytest.raises(ValueError, match="mcq_answer"):
         build_record(3, 0, mcq_answer="number")
+
+
+def _hand_world() -> World:
+    """0 s: a red circle enters; 1 s: a green circle enters; 2 s: the red circle turns blue; 3 s: a yellow square
+    enters. From 3 s on, two circles are on screen (blue and green)."""
+    events = [Event(0.0, "enter", 0, "circle", "red"), Event(1.0, "enter", 1, "circle", "green"),
+              Event(2.0, "recolor", 0, "circle", "red", "blue"), Event(3.0, "enter", 2, "square", "yellow")]
+    late = [WorldObject(0, "circle", "blue", 20, 20), WorldObject(1, "circle", "green", 40, 40),
+            WorldObject(2, "square", "yellow", 30, 10)]
+    return World(duration=4.0, fps=1.0, size=64, events=events, states=[late[:1], late[:2], late[:2], late])
+
+
+def test_questions_name_one_object_and_entry_colour_needs_memory():
+    world, rng = _hand_world(), np.random.default_rng(0)
+    for _ in range(20):  # two circles on screen: "the circle" would be ambiguous, so only the square is asked
+        question = ask_realtime(world, 3.0, rng)
+        assert question.text == "What color is the square now?" and question.reasoning.endswith("yellow now.")
+    # Both circles entered, so "the circle when it entered" is ambiguous too: no shape qualifies.
+    assert ask_entry_color(world, 3.0, rng) is None
+    single = World(4.0, 1.0, 64, [world.events[0], world.events[2]], world.states)
+    question = ask_entry_color(single, 3.0, rng)
+    options = option_texts(question.text + "\n" + "\n".join(question.options))
+    assert question.kind == "backward" and options[question.answer] == "red"
+    assert "blue" in options.values()  # the colour it shows now is always offered: the frames alone mislead
+    assert question.reasoning == "The note at 0.0s says a red circle enters. So the circle was red when it entered."
+    assert ask_entry_color(single, 1.0, rng) is None  # not yet recoloured: the frames still show the answer
+
+
+def test_backward_options_are_hard_negatives():
+    world, rng = _hand_world(), np.random.default_rng(1)
+    seen = {"red circle", "green circle", "yellow square", "red square", "red triangle", "blue circle",
+            "yellow circle"}  # objects seen, the first one's colour on other shapes, seen colours on its shape
+    for _ in range(20):
+        question = ask_first(world, 3.0, rng)
+        options = {o.split(". ", 1)[1] for o in question.options}
+        assert "red circle" in options and options <= seen
+        assert options & {"red square", "red triangle"}  # colour alone never picks the first object
+    # The square entered first and left; the circle entered second and turned blue: the question prefers the
+    # circle, and its options hold the blue it shows now and the yellow seen on the square.
+    events = [Event(0.0, "enter", 0, "square", "yellow"), Event(1.0, "enter", 1, "circle", "red"),
+              Event(2.0, "recolor", 1, "circle", "red", "blue"), Event(3.0, "leave", 0, "square", "yellow")]
+    question = ask_entry_color(World(4.0, 1.0, 64, events, world.states), 3.0, rng)
+    options = {o.split(". ", 1)[1] for o in question.options}
+    assert question.text == "What color was the circle when it entered?"
+    assert {"red", "blue", "yellow"} <= options and len(options) == 4
 
 
 def test_validator_catches_planted_violations():

@@ -1,6 +1,6 @@
 """Three-stage streaming CoT data on the synthetic world, written by a deterministic teacher from the event log.
 
-- Stage 1: short clips, one question (real-time or short backward).
+- Stage 1: short clips, one question (real-time, short backward, or asked before its evidence exists).
 - Stage 2: short clips, several questions whose answers reuse earlier evidence, a few asked before their evidence
   exists.
 - Stage 3: long streams with distractor segments, questions about events far back, and questions asked before their
@@ -23,8 +23,8 @@ from .world import COLORS, SHAPES, Event, World, generate_world
 NOT_YET = "It has not appeared yet"
 MCQ_ANSWERS = ("option", "letter")
 STAGES = {
-    1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.0),
-    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.15),
+    1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.25),
+    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.2),
     3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3),
 }
 _EVENT_TEMPLATES = ("At {t:.1f}s {what}.", "{t:.1f}s: {what}.", "{What} ({t:.1f}s).")
@@ -79,12 +79,27 @@ def _mcq(rng, correct: str, pool: list[str], always: tuple[str, ...] = ()) -> tu
     return [f"{'ABCD'[i]}. {o}" for i, o in enumerate(options)], "ABCD"[options.index(correct)]
 
 
+def _seen_colors(events: list[Event]) -> list[str]:
+    """Every colour `events` show on screen (entry colours and recolour targets), in order of first appearance."""
+    return list(dict.fromkeys(c for e in events for c in (e.color, e.detail if e.kind == "recolor" else "") if c))
+
+
+def _hard_first(rng, hard: list[str], easy: list[str], exclude: tuple[str, ...], n: int) -> list[str]:
+    """`n` distinct distractors not in `exclude`: random ones from `hard` first, then from `easy`."""
+    hard, easy = list(dict.fromkeys(hard)), list(dict.fromkeys(easy))
+    rng.shuffle(hard)
+    rng.shuffle(easy)
+    return [o for o in dict.fromkeys(hard + easy) if o not in exclude][:n]
+
+
 def _cite(events: list[Event]) -> str:
     return " ".join(f"The note at {e.time:.1f}s says {e.describe()}." for e in events) or "No note reports a change."
 
 
 def ask_realtime(world: World, time: float, rng) -> Question | None:
-    objects = [o for o in world.state_at(time) if o.id >= 0]
+    present = [o for o in world.state_at(time) if o.id >= 0]
+    # Two objects of one shape can be on screen at once; "the circle" must name exactly one of them.
+    objects = [o for o in present if sum(p.shape == o.shape for p in present) == 1]
     if not objects:
         return None
     target = objects[int(rng.integers(len(objects)))]
@@ -100,10 +115,41 @@ def ask_first(world: World, time: float, rng) -> Question | None:
     if len(entered) < 2:
         return None
     first = entered[0]
-    pool = [f"{e.color} {e.shape}" for e in entered] + [f"{c} {s}" for s in SHAPES for c in list(COLORS)[:4]]
-    options, letter = _mcq(rng, f"{first.color} {first.shape}", pool)
+    # Hard negatives: the other objects seen so far, and the first object's colour on another shape (always one),
+    # so that knowing which colours appeared, without which object had which, is not enough.
+    same_color = [f"{first.color} {s}" for s in SHAPES if s != first.shape]
+    trap = same_color[int(rng.integers(len(same_color)))]
+    hard = [f"{e.color} {e.shape}" for e in entered] + same_color
+    hard += [f"{c} {first.shape}" for c in _seen_colors(entered)]
+    easy = [f"{c} {first.shape}" for c in COLORS if c != "white"]
+    correct = f"{first.color} {first.shape}"
+    options, letter = _mcq(rng, correct, _hard_first(rng, hard, easy, (correct, trap), 2), always=(trap,))
     reasoning = f"{_cite(entered[:2])} The earliest entry is the {first.color} {first.shape}."
     return Question(time, "Which object entered first?", options, letter, "backward", reasoning)
+
+
+def ask_entry_color(world: World, time: float, rng) -> Question | None:
+    """A backward question whose answer the frames no longer show: the colour a shape had when it entered, asked
+    after that object changed colour or left. Only shapes that entered once so far, so "the circle" is one object."""
+    history = _history(world, time)
+    entered = [e for e in history if e.kind == "enter"]
+    once = [e for e in entered if sum(f.shape == e.shape for f in entered) == 1]
+    gone_or_changed = {e.object for e in history if e.kind in ("recolor", "leave")}
+    candidates = [e for e in once if e.object in gone_or_changed]
+    if not candidates:
+        return None
+    # Prefer an object that entered after the first: at the first entry it is alone on screen, and "the colour of
+    # whatever came first" would answer without knowing which object is the circle.
+    candidates = [e for e in candidates if e is not entered[0]] or candidates
+    entry = candidates[int(rng.integers(len(candidates)))]
+    later = [e for e in history if e.object == entry.object and e.kind == "recolor"]
+    trap = (later[-1].detail,) if later else ()  # the colour it shows now (or last showed): the visible answer
+    # Hard negatives first: colours seen in the stream (on other objects), then any other colour.
+    others = [c for c in COLORS if c != "white"]
+    pool = _hard_first(rng, _seen_colors(history), others, (entry.color, *trap), 3 - len(trap))
+    options, letter = _mcq(rng, entry.color, pool, always=trap)
+    reasoning = f"{_cite([entry])} So the {entry.shape} was {entry.color} when it entered."
+    return Question(time, f"What color was the {entry.shape} when it entered?", options, letter, "backward", reasoning)
 
 
 def ask_count(world: World, time: float, rng) -> Question | None:
@@ -135,8 +181,9 @@ def ask_not_yet(world: World, time: float, rng) -> Question | None:
     return Question(time, f"What color is the {shape} now?", options, letter, "not_yet", reasoning)
 
 
-ASKERS = {1: (ask_realtime, ask_count, ask_presence), 2: (ask_realtime, ask_first, ask_count, ask_presence),
-          3: (ask_realtime, ask_first, ask_count, ask_presence)}
+ASKERS = {1: (ask_realtime, ask_entry_color, ask_count, ask_presence),
+          2: (ask_realtime, ask_first, ask_entry_color, ask_count, ask_presence),
+          3: (ask_realtime, ask_first, ask_entry_color, ask_count, ask_presence)}
 
 
 # ------------------------------------------------------------------------------------------------------ records
