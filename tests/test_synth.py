@@ -113,7 +113,7 @@ def test_backward_options_are_hard_negatives():
     seen = {"red circle", "green circle", "yellow square", "red square", "red triangle", "blue circle",
             "yellow circle"}  # objects seen, the first one's colour on other shapes, seen colours on its shape
     for _ in range(20):
-        question = ask_first(world, 3.0, rng)
+        question = ask_first(world, 3.0, rng, hard=True)
         options = {o.split(". ", 1)[1] for o in question.options}
         assert "red circle" in options and options <= seen
         assert options & {"red square", "red triangle"}  # colour alone never picks the first object
@@ -121,10 +121,24 @@ def test_backward_options_are_hard_negatives():
     # circle, and its options hold the blue it shows now and the yellow seen on the square.
     events = [Event(0.0, "enter", 0, "square", "yellow"), Event(1.0, "enter", 1, "circle", "red"),
               Event(2.0, "recolor", 1, "circle", "red", "blue"), Event(3.0, "leave", 0, "square", "yellow")]
-    question = ask_entry_color(World(4.0, 1.0, 64, events, world.states), 3.0, rng)
+    question = ask_entry_color(World(4.0, 1.0, 64, events, world.states), 3.0, rng, hard=True)
     options = {o.split(". ", 1)[1] for o in question.options}
     assert question.text == "What color was the circle when it entered?"
     assert {"red", "blue", "yellow"} <= options and len(options) == 4
+    # The benchmark's records ("hard") share the world with the training records ("random"); every "entered first"
+    # question there offers the first object's colour on another shape.
+    firsts = 0
+    for seed in range(10):
+        random, hard = build_record(2, seed), build_record(2, seed, negatives="hard")
+        assert random["events"] == hard["events"] and causality_problems(hard) == []
+        for unit in (u for u in hard["units"] if u.get("question", "").startswith("Which object entered first?")):
+            first = next(e for e in hard["events"] if e["kind"] == "enter")
+            texts = option_texts(unit["question"]).values()
+            assert any(t.startswith(first["color"] + " ") and not t.endswith(first["shape"]) for t in texts)
+            firsts += 1
+    assert firsts
+    with pytest.raises(ValueError, match="negatives"):
+        build_record(2, 5, negatives="easy")
 
 
 def test_validator_catches_planted_violations():

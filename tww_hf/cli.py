@@ -181,7 +181,7 @@ def data_synth(args) -> int:
 
     start = time.perf_counter()
     path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed, size=args.size, fps=args.fps,
-                                mcq_answer=args.mcq_answer)
+                                mcq_answer=args.mcq_answer, negatives=args.negatives)
     for problem in problems:
         print(f"dropped: {problem}")
     kept = sum(1 for _ in path.open())
@@ -361,6 +361,9 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--fps", type=float, default=2.0)
     synth_parser.add_argument("--mcq-answer", choices=["option", "letter"], default="option",
                               help="multiple-choice answer lines name the option's text (default) or its letter")
+    synth_parser.add_argument("--negatives", choices=["random", "hard"], default="random",
+                              help="backward-question distractors: random (training data, default) or hard "
+                                   "(as in `tww eval synthetic`)")
     synth_parser.set_defaults(func=data_synth)
     build_parser = data_commands.add_parser("build", help="write notes and reasoning for annotations with a teacher")
     build_parser.add_argument("--teacher", choices=["openai", "transformers"], required=True)

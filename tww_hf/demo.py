@@ -62,7 +62,7 @@ def demo_stream(seed: int = 0) -> tuple[dict, list[tuple[float, str, str]]]:
     from .evaluation.synthetic import EVAL_SEED_OFFSET
     from .synth import build_record
 
-    record = build_record(2, EVAL_SEED_OFFSET + 500_000 + seed)
+    record = build_record(2, EVAL_SEED_OFFSET + 500_000 + seed, negatives="hard")
     questions = [(u["time"], u["question"], u["gold"]) for u in record["units"] if u["kind"] == "question"]
     return record, questions
 

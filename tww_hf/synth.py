@@ -22,6 +22,7 @@ from .world import COLORS, SHAPES, Event, World, generate_world
 
 NOT_YET = "It has not appeared yet"
 MCQ_ANSWERS = ("option", "letter")
+NEGATIVES = ("random", "hard")
 STAGES = {
     1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.25),
     2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.2),
@@ -110,27 +111,32 @@ def ask_realtime(world: World, time: float, rng) -> Question | None:
     return Question(time, f"What color is the {target.shape} now?", options, letter, "realtime", reasoning)
 
 
-def ask_first(world: World, time: float, rng) -> Question | None:
+def ask_first(world: World, time: float, rng, hard: bool = False) -> Question | None:
     entered = [e for e in _history(world, time) if e.kind == "enter"]
     if len(entered) < 2:
         return None
     first = entered[0]
-    # Hard negatives: the other objects seen so far, and the first object's colour on another shape (always one),
-    # so that knowing which colours appeared, without which object had which, is not enough.
-    same_color = [f"{first.color} {s}" for s in SHAPES if s != first.shape]
-    trap = same_color[int(rng.integers(len(same_color)))]
-    hard = [f"{e.color} {e.shape}" for e in entered] + same_color
-    hard += [f"{c} {first.shape}" for c in _seen_colors(entered)]
-    easy = [f"{c} {first.shape}" for c in COLORS if c != "white"]
     correct = f"{first.color} {first.shape}"
-    options, letter = _mcq(rng, correct, _hard_first(rng, hard, easy, (correct, trap), 2), always=(trap,))
+    if hard:
+        # The other objects seen so far, and always the first object's colour on another shape: knowing which
+        # colours appeared, without which object had which, is not enough.
+        same_color = [f"{first.color} {s}" for s in SHAPES if s != first.shape]
+        trap = same_color[int(rng.integers(len(same_color)))]
+        negatives = [f"{e.color} {e.shape}" for e in entered] + same_color
+        negatives += [f"{c} {first.shape}" for c in _seen_colors(entered)]
+        easy = [f"{c} {first.shape}" for c in COLORS if c != "white"]
+        options, letter = _mcq(rng, correct, _hard_first(rng, negatives, easy, (correct, trap), 2), always=(trap,))
+    else:
+        pool = [f"{e.color} {e.shape}" for e in entered] + [f"{c} {s}" for s in SHAPES for c in list(COLORS)[:4]]
+        options, letter = _mcq(rng, correct, pool)
     reasoning = f"{_cite(entered[:2])} The earliest entry is the {first.color} {first.shape}."
     return Question(time, "Which object entered first?", options, letter, "backward", reasoning)
 
 
-def ask_entry_color(world: World, time: float, rng) -> Question | None:
+def ask_entry_color(world: World, time: float, rng, hard: bool = False) -> Question | None:
     """A backward question whose answer the frames no longer show: the colour a shape had when it entered, asked
-    after that object changed colour or left. Only shapes that entered once so far, so "the circle" is one object."""
+    after that object changed colour or left. Only shapes that entered once so far, so "the circle" is one object.
+    `hard`: prefer a later object to the first one, and draw distractors from the colours seen first."""
     history = _history(world, time)
     entered = [e for e in history if e.kind == "enter"]
     once = [e for e in entered if sum(f.shape == e.shape for f in entered) == 1]
@@ -140,13 +146,14 @@ def ask_entry_color(world: World, time: float, rng) -> Question | None:
         return None
     # Prefer an object that entered after the first: at the first entry it is alone on screen, and "the colour of
     # whatever came first" would answer without knowing which object is the circle.
-    candidates = [e for e in candidates if e is not entered[0]] or candidates
+    if hard:
+        candidates = [e for e in candidates if e is not entered[0]] or candidates
     entry = candidates[int(rng.integers(len(candidates)))]
     later = [e for e in history if e.object == entry.object and e.kind == "recolor"]
     trap = (later[-1].detail,) if later else ()  # the colour it shows now (or last showed): the visible answer
-    # Hard negatives first: colours seen in the stream (on other objects), then any other colour.
-    others = [c for c in COLORS if c != "white"]
-    pool = _hard_first(rng, _seen_colors(history), others, (entry.color, *trap), 3 - len(trap))
+    pool = [c for c in COLORS if c != "white"]
+    if hard:  # colours seen in the stream (on other objects) first
+        pool = _hard_first(rng, _seen_colors(history), pool, (entry.color, *trap), 3 - len(trap))
     options, letter = _mcq(rng, entry.color, pool, always=trap)
     reasoning = f"{_cite([entry])} So the {entry.shape} was {entry.color} when it entered."
     return Question(time, f"What color was the {entry.shape} when it entered?", options, letter, "backward", reasoning)
@@ -187,8 +194,14 @@ ASKERS = {1: (ask_realtime, ask_entry_color, ask_count, ask_presence),
 
 
 # ------------------------------------------------------------------------------------------------------ records
-def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_answer: str = "option") -> dict:
+def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_answer: str = "option",
+                 negatives: str = "random") -> dict:
     """One record of `stage` from `seed` (the same seed always gives the same record).
+
+    `negatives`: how backward questions pick their distractors. "random" (training data) draws them at random;
+    "hard" (the benchmark, `tww eval synthetic`) draws other objects and colours seen in the stream, always offers
+    the first object's colour on another shape, and asks entry colours of later objects rather than the first one,
+    so that a model cannot answer from which colours it saw without knowing which object had which.
 
     `mcq_answer`: how a multiple-choice answer line names the chosen option: "option" (its text, `Answer: green`,
     the default) or "letter" (`Answer: D`). `gold` is the letter either way, and the synthetic scorer accepts both.
@@ -196,11 +209,13 @@ def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_an
     model never learned in its CPU budget (README, "Synthetic evaluation and the demo model")."""
     if mcq_answer not in MCQ_ANSWERS:
         raise ValueError(f"mcq_answer must be one of {MCQ_ANSWERS}, got {mcq_answer!r}.")
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}.")
     spec, rng = STAGES[stage], np.random.default_rng([stage, seed])
     duration = float(rng.uniform(*spec["duration"]) // spec["segment"] * spec["segment"])
     distractors = [(duration * 0.3, duration * 0.3 + spec["segment"])] if spec["distractors"] else None
     world = generate_world(seed * 7 + stage, duration=duration, fps=fps, size=size, distractor_spans=distractors)
-    questions = _questions(world, stage, rng)
+    questions = _questions(world, stage, rng, hard=negatives == "hard")
     units, teacher, previous = [], TemplateTeacher(seed), -1.0
     times = world.timestamps
     for segment_end in np.arange(spec["segment"] - 1 / fps, duration, spec["segment"]):
@@ -217,7 +232,7 @@ def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_an
                       "distractor_spans": distractors}}
 
 
-def _questions(world: World, stage: int, rng) -> list[Question]:
+def _questions(world: World, stage: int, rng, hard: bool = False) -> list[Question]:
     spec = STAGES[stage]
     segment_ends = [round(t, 6) for t in np.arange(spec["segment"] - 1 / world.fps, world.duration, spec["segment"])]
     count = int(rng.integers(spec["questions"][0], spec["questions"][1] + 1))
@@ -228,7 +243,9 @@ def _questions(world: World, stage: int, rng) -> list[Question]:
         premature = rng.random() < spec["premature"]
         askers = (ask_not_yet,) if premature else ASKERS[stage]
         for asker in rng.permutation(len(askers)):
-            question = askers[int(asker)](world, float(time), rng)
+            ask = askers[int(asker)]
+            options = {"hard": True} if hard and ask in (ask_first, ask_entry_color) else {}
+            question = ask(world, float(time), rng, **options)
             if question is not None:
                 questions.append(question)
                 break
@@ -311,10 +328,10 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
 
 
 def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: bool = True, size: int = 64,
-               fps: float = 2.0, mcq_answer: str = "option") -> tuple[Path, list[str]]:
+               fps: float = 2.0, mcq_answer: str = "option", negatives: str = "random") -> tuple[Path, list[str]]:
     """Writes `num` validated records of `stage` to `out/stage{stage}.jsonl` (videos under `out/clips/`); records
-    that fail validation are reported and dropped. Returns the file and the problems found. `mcq_answer`: see
-    `build_record`."""
+    that fail validation are reported and dropped. Returns the file and the problems found. `mcq_answer` and
+    `negatives`: see `build_record`."""
     import json
 
     from tqdm.auto import tqdm
@@ -326,7 +343,7 @@ def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: b
     path, problems, kept = out / f"stage{stage}.jsonl", [], 0
     with path.open("w") as handle:
         for index in tqdm(range(num), desc=f"stage {stage}", disable=not progress):
-            record = build_record(stage, seed + index, size=size, fps=fps, mcq_answer=mcq_answer)
+            record = build_record(stage, seed + index, size=size, fps=fps, mcq_answer=mcq_answer, negatives=negatives)
             render_record_video(record, out)
             found = causality_problems(record)
             try:

@@ -26,7 +26,7 @@ def held_out_records(num: int, seed: int, stages=(2, 3)) -> list[dict]:
     """The same held-out records as `synthetic_probes`, with their frames in memory."""
     records = []
     for index in range(num):
-        record = build_record(stages[index % len(stages)], EVAL_SEED_OFFSET + seed + index)
+        record = build_record(stages[index % len(stages)], EVAL_SEED_OFFSET + seed + index, negatives="hard")
         world = generate_world(**record["world"])
         records.append({**record, "frames": world.render(), "timestamps": world.timestamps})
     return records

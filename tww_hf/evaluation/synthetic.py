@@ -34,7 +34,7 @@ def synthetic_probes(num: int, seed: int, folder: Path, stages=(2, 3),
     probes = []
     for index in range(num):
         stage = stages[index % len(stages)]
-        record = build_record(stage, EVAL_SEED_OFFSET + seed + index)
+        record = build_record(stage, EVAL_SEED_OFFSET + seed + index, negatives="hard")
         render_record_video(record, folder)
         extra = {"segment_seconds": segment_seconds or STAGES[stage]["segment"]}
         for q_index, unit in enumerate(u for u in record["units"] if u["kind"] == "question"):
