@@ -162,10 +162,10 @@ def test_shipped_model_reads_its_frames(tmp_path, monkeypatch):
         record = build_record(1, EVAL_SEED_OFFSET + 700_000 + seed)
         world = generate_world(**record["world"])
         records.append(record | {"frames": world.render(), "timestamps": world.timestamps})
-    words = set(COLORS) | set(SHAPES)
-    real = note_word_accuracy(model, processor, records, words, shuffle=False)
-    shuffled = note_word_accuracy(model, processor, records, words, shuffle=True)
-    assert real > shuffled + 0.1, (real, shuffled)
+    for words in (set(COLORS), set(SHAPES)):  # each on its own: colours alone once hid that shapes were guessed
+        real = note_word_accuracy(model, processor, records, words, shuffle=False)
+        shuffled = note_word_accuracy(model, processor, records, words, shuffle=True)
+        assert real > shuffled + 0.1, (sorted(words), real, shuffled)
 
 
 def test_question_prefix_repeats_the_question_in_training_and_inference(monkeypatch):
