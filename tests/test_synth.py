@@ -8,7 +8,8 @@ import pytest
 from tww_hf.cli import main
 from tww_hf.data import load_jsonl, validate_record
 from tww_hf.evaluation.scoring import option_texts
-from tww_hf.synth import NOT_YET, ask_entry_color, ask_first, ask_realtime, build_record, causality_problems
+from tww_hf.synth import (NOT_YET, TemplateTeacher, ask_count, ask_entry_color, ask_first, ask_realtime, build_record,
+                          causality_problems)
 from tww_hf.world import COLORS, OBJECT_SIZE, Event, World, WorldObject, generate_world
 
 
@@ -108,6 +109,16 @@ def test_questions_name_one_object_and_entry_colour_needs_memory():
     assert ask_entry_color(single, 1.0, rng) is None  # not yet recoloured: the frames still show the answer
 
 
+def test_notes_carry_the_running_entry_count_and_count_answers_read_the_latest():
+    world, teacher = _hand_world(), TemplateTeacher(0)
+    notes = [teacher.note(world, start, end) for start, end in [(-1.0, 1.0), (1.0, 2.0), (2.0, 3.0)]]
+    assert [n.rsplit(". ", 1)[-1] for n in notes] == ["Entries so far: 2.", "Entries so far: 2.",
+                                                      "Entries so far: 3."]  # a recolour is not an entry
+    assert "turns blue" in notes[1] and "yellow square enters" in notes[2]
+    question = ask_count(world, 2.0, np.random.default_rng(0))
+    assert (question.answer, question.reasoning) == ("2", "The latest note says: Entries so far: 2.")
+
+
 def test_backward_options_are_hard_negatives():
     world, rng = _hand_world(), np.random.default_rng(1)
     seen = {"red circle", "green circle", "yellow square", "red square", "red triangle", "blue circle",
@@ -159,6 +170,10 @@ def test_validator_catches_planted_violations():
     not_an_option = json.loads(json.dumps(record))
     not_an_option["units"][mcq]["answer"] = record["units"][mcq]["answer"].rsplit("\n", 1)[0] + "\nAnswer: orange"
     assert any("Answer: X" in p for p in causality_problems(not_an_option))
+    miscounted = json.loads(json.dumps(record))
+    miscounted["units"][segments[-1]]["note"] = miscounted["units"][segments[-1]]["note"].replace(
+        "Entries so far: ", "Entries so far: 1")
+    assert any("entries so far; the log has" in p for p in causality_problems(miscounted))
     missing = json.loads(json.dumps(record))
     missing["units"][segments[0]]["note"] = ""
     assert any("no note" in p for p in causality_problems(missing))

@@ -317,7 +317,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--segment-seconds", type=float, default=2.0)
     demo_parser.add_argument("--no-overlap", action="store_true", help="interleaved baseline: read, write, read, ...")
     demo_parser.add_argument("--realtime", action="store_true", help="pace the video at its timestamps")
-    demo_parser.add_argument("--max-note-tokens", type=int, default=48)
+    demo_parser.add_argument("--max-note-tokens", type=int, default=64)
     demo_parser.add_argument("--max-answer-tokens", type=int, default=96)
     demo_parser.add_argument("--json", action="store_true", help="one JSON object per line")
     demo_parser.set_defaults(func=demo)

@@ -68,7 +68,7 @@ def demo_stream(seed: int = 0) -> tuple[dict, list[tuple[float, str, str]]]:
 
 
 def run_demo(model_path: str | None = None, video: str | None = None, questions=None, seed: int = 0,
-             realtime: bool = False, overlap: bool = True, max_note_tokens: int = 48, max_answer_tokens: int = 96,
+             realtime: bool = False, overlap: bool = True, max_note_tokens: int = 64, max_answer_tokens: int = 96,
              json_output: bool = False, segment_seconds: float = DEMO_SEGMENT_SECONDS, out=print) -> dict:
     """Streams a synthetic mp4 (or `video`) through the demo model (or `model_path`) and prints notes, answers with
     their latency, and a summary. Returns the summary numbers (correct answers are counted on synthetic clips)."""

@@ -46,7 +46,7 @@ def synthetic_probes(num: int, seed: int, folder: Path, stages=(2, 3),
 
 
 def run_synthetic_eval(model, processor, num: int = 20, seed: int = 0, out: str | Path | None = None,
-                       segment_seconds: float | None = None, max_note_tokens: int = 48, max_answer_tokens: int = 64,
+                       segment_seconds: float | None = None, max_note_tokens: int = 64, max_answer_tokens: int = 128,
                        progress: bool = True) -> dict:
     """Every row over the same held-out probes; returns {row: report} and writes results.json / results.md."""
     with tempfile.TemporaryDirectory() as folder:
