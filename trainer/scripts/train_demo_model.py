@@ -53,21 +53,22 @@ def stream_texts(data_dir: Path) -> list[str]:
     return texts
 
 
-def main(out: str, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, batch_size: int = 8) -> Path:
+def main(out: str, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, batch_size: int = 8,
+         patch_size: int = PATCH_SIZE) -> Path:
     torch.manual_seed(seed)
     start = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix="tww-demo-data-"))
     for stage, spec in STAGES.items():
         synthesize(stage, spec["records"], data_dir, seed=seed * 100_000 + stage * 10_000, progress=False)
     tokenizer = train_domain_tokenizer(stream_texts(data_dir))
-    processor = tiny_processor(tokenizer, patch_size=PATCH_SIZE)
+    processor = tiny_processor(tokenizer, patch_size=patch_size)
     processor.segment_prefix, processor.question_prefix = SEGMENT_PREFIX, QUESTION_PREFIX
     processor.video_processor.image_mean, processor.video_processor.image_std = [PIXEL_MEAN] * 3, [PIXEL_STD] * 3
     from tww_hf.modeling.modeling_tww import TWWForConditionalGeneration
 
     model = TWWForConditionalGeneration(tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers,
                                                     vision_depth=2, vision_hidden_size=64,
-                                                    patch_size=PATCH_SIZE)).train()
+                                                    patch_size=patch_size)).train()
     print(f"data + tokenizer ({len(tokenizer)} tokens) in {time.perf_counter() - start:.0f}s; "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
     args = TWWSFTConfig(output_dir=str(Path(out) / "runs"), learning_rate=1e-3, warmup_ratio=0.03, weight_decay=0.1,
@@ -92,9 +93,10 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="16: four video tokens per frame pair")
     parser.add_argument("--ship", action="store_true", help="copy the result into tww_hf/demo_model/")
     cli = parser.parse_args()
-    trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers)
+    trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers, patch_size=cli.patch_size)
     if cli.ship:
         from tww_hf.demo import ship_checkpoint
 
