@@ -272,3 +272,16 @@ def test_cli_teacher_forced_on_the_demo_model(capsys):
     assert main(["eval", "synthetic", "--teacher-forced", "--num", "2", "--seed", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result and all(0.0 <= row["accuracy"] <= 100.0 and row["questions"] > 0 for row in result.values())
+
+
+def test_synthetic_eval_runs_only_the_rows_asked_for(model, processor, tmp_path):
+    from tww_hf.evaluation.synthetic import ROWS, run_synthetic_eval, select_rows
+
+    assert select_rows(None) == ROWS
+    assert list(select_rows(["no-notes", "TWW multi-round"])) == ["TWW multi-round", "no-notes"]  # table order
+    with pytest.raises(ValueError, match="unknown synthetic eval row.*'fast'.*choose from"):
+        select_rows(["multi-round", "fast"])
+    result = run_synthetic_eval(model, processor, num=1, seed=3, max_note_tokens=2, max_answer_tokens=2,
+                                progress=False, rows=["single-round"])
+    assert list(result["rows"]) == ["TWW single-round"]
+    assert result["rows"]["TWW single-round"]["probes_scored"] == result["probes"] > 0

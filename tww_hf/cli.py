@@ -264,7 +264,8 @@ def evaluate_synthetic(args) -> int:
         return 0
     result = run_synthetic_eval(model, processor, num=args.num, seed=args.seed, out=args.out,
                                 segment_seconds=args.segment_seconds,
-                                max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens)
+                                max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens,
+                                rows=args.rows)
     print(json.dumps(result, indent=2) if args.json else synthetic_table(result))
     return 0
 
@@ -298,6 +299,8 @@ def bench(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .evaluation.synthetic import ROW_NAMES
+
     parser = argparse.ArgumentParser(prog="tww", description="Think While Watching on Qwen3-VL.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -411,6 +414,8 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--teacher-forced", action="store_true",
                              help="synthetic: final-answer accuracy given the gold stream and reasoning (one forward "
                                   "pass per batch; separates the answer line from watching)")
+    eval_parser.add_argument("--rows", nargs="+", default=None, choices=list(ROW_NAMES),
+                             help="synthetic: only these rows (default: all five)")
     eval_parser.add_argument("--sqa-gold-context", action="store_true",
                              help="official SQA behaviour: earlier gold answers in the prompt (leaks answers)")
     eval_parser.add_argument("--max-note-tokens", type=int, default=64)

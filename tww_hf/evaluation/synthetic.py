@@ -24,6 +24,8 @@ ROWS = {
     "offline": dict(protocol="offline"),
     "no-notes": dict(protocol="multi-round", max_note_tokens=0),
 }
+# Short names for `--rows` (the CLI): the row name without "TWW ".
+ROW_NAMES = {name.removeprefix("TWW "): name for name in ROWS}
 KINDS = {"realtime": "mcq", "backward": "mcq", "not_yet": "mcq", "count": "count", "presence": "yesno"}
 
 
@@ -45,15 +47,28 @@ def synthetic_probes(num: int, seed: int, folder: Path, stages=(2, 3),
     return probes
 
 
+def select_rows(rows: list[str] | None) -> dict[str, dict]:
+    """The rows named by `rows` (full names or the short ones of `ROW_NAMES`), in table order; None: every row."""
+    if rows is None:
+        return ROWS
+    unknown = [r for r in rows if r not in ROWS and r not in ROW_NAMES]
+    if unknown or not rows:
+        raise ValueError(f"unknown synthetic eval row(s) {unknown}: choose from {sorted(ROW_NAMES)}.")
+    wanted = {ROW_NAMES.get(r, r) for r in rows}
+    return {name: settings for name, settings in ROWS.items() if name in wanted}
+
+
 def run_synthetic_eval(model, processor, num: int = 20, seed: int = 0, out: str | Path | None = None,
                        segment_seconds: float | None = None, max_note_tokens: int = 64, max_answer_tokens: int = 128,
-                       progress: bool = True) -> dict:
-    """Every row over the same held-out probes; returns {row: report} and writes results.json / results.md."""
+                       progress: bool = True, rows: list[str] | None = None) -> dict:
+    """The rows (default: all of `ROWS`) over the same held-out probes; returns {row: report} and writes
+    results.json / results.md / results.png under `out`."""
+    selected = select_rows(rows)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         probes = synthetic_probes(num, seed, folder, segment_seconds=segment_seconds)
         reports = {}
-        for name, settings in ROWS.items():
+        for name, settings in selected.items():
             decode = {"max_note_tokens": max_note_tokens, "max_answer_tokens": max_answer_tokens} | settings
             protocol = decode.pop("protocol")
             run_dir = folder / "runs" / name.replace(" ", "_")
