@@ -50,40 +50,29 @@ class TemplateTeacher:
         self.rng = np.random.default_rng(seed)
 
     def note(self, world: World, start: float, end: float) -> str:
-        """What happened in (start, end], then the state at `end`: what is on screen and the running entry count
-        (`... On screen: red square, blue circle. Entries so far: 3.`).
+        """What happened in (start, end], then the running entry count (`Entries so far: N.`).
 
-        The state is carried from note to note, and questions about now read the latest note. Without it, a count
-        or real-time answer had to find and cite every relevant event in a long context, which the demo model did
-        badly (26 % on held-out counts, README)."""
+        The count is state carried from note to note: the writer copies the previous note's count and adds this
+        segment's entries, and a count question copies the latest note's. Without it a count answer has to find and
+        cite every entry note in a long context, which the demo model did badly (26 % on held-out counts, README)."""
         events = world.events_between(start, end)
-        happened = "".join(self._sentence(e) + " " for e in events)
-        return happened + state_sentences(world.events, end)
+        entered = sum(e.kind == "enter" for e in world.events if e.time <= end)
+        return f"{self._what_happened(world, events, end)} {ENTRIES_SO_FAR.format(n=entered)}"
+
+    def _what_happened(self, world: World, events: list[Event], end: float) -> str:
+        if events:
+            return " ".join(self._sentence(e) for e in events)
+        objects = [o for o in world.state_at(end) if o.id >= 0]
+        if not objects:
+            return "The screen is empty; nothing happens."
+        things = ", ".join(f"a {o.color} {o.shape}" + (f" moving {o.direction}" if o.direction else "")
+                           for o in objects)
+        return f"On screen: {things}; nothing changes."
 
     def _sentence(self, event: Event) -> str:
         template = _EVENT_TEMPLATES[int(self.rng.integers(len(_EVENT_TEMPLATES)))]
         what = event.describe()
         return template.format(t=event.time, what=what, What=what[0].upper() + what[1:])
-
-
-def on_screen(events: list[Event], time: float) -> list[tuple[str, str]]:
-    """(colour, shape) of every object on screen at `time`, in order of entry, from the event log alone."""
-    objects: dict[int, tuple[str, str]] = {}
-    for event in (e for e in events if e.time <= time + 1e-6):
-        if event.kind == "enter":
-            objects[event.object] = (event.color, event.shape)
-        elif event.kind == "leave":
-            objects.pop(event.object, None)
-        elif event.kind == "recolor":
-            objects[event.object] = (event.detail, event.shape)
-    return list(objects.values())
-
-
-def state_sentences(events: list[Event], time: float) -> str:
-    """The state a note ends with: `On screen: red square, blue circle. Entries so far: 3.`"""
-    things = ", ".join(f"{color} {shape}" for color, shape in on_screen(events, time))
-    entered = sum(e.kind == "enter" and e.time <= time + 1e-6 for e in events)
-    return f"{f'On screen: {things}.' if things else 'The screen is empty.'} {ENTRIES_SO_FAR.format(n=entered)}"
 
 
 # ---------------------------------------------------------------------------------------------------- questions
@@ -127,8 +116,8 @@ def ask_realtime(world: World, time: float, rng) -> Question | None:
     target = objects[int(rng.integers(len(objects)))]
     # Real-time and not-yet questions share one wording and the not-yet option: neither gives the other away.
     options, letter = _mcq(rng, target.color, list(COLORS), always=(NOT_YET,))
-    reasoning = (f"The latest note has a {target.color} {target.shape} on screen. "
-                 f"So the {target.shape} is {target.color} now.")
+    evidence = [e for e in _history(world, time) if e.object == target.id][-2:]
+    reasoning = f"{_cite(evidence)} So the {target.shape} is {target.color} now."
     return Question(time, f"What color is the {target.shape} now?", options, letter, "realtime", reasoning)
 
 
@@ -298,6 +287,7 @@ def render_record_video(record: dict, out_dir: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------------- validator
 _TIME = re.compile(r"(\d+(?:\.\d+)?)s\b")
 _ANSWER = re.compile(r"\nAnswer: ([^\n]+)$")
+_ENTRIES = re.compile(re.escape(ENTRIES_SO_FAR).replace(r"\{n\}", r"(\d+)"))
 
 
 def causality_problems(record: dict) -> list[str]:
@@ -346,9 +336,11 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
         if later:
             problems.append(f"{where}: the note reports '{later[0].describe()}', which happens later "
                             f"({later[0].time}s).")
-        state = state_sentences(events, end)
-        if ("On screen:" in note or ENTRIES_SO_FAR.split(":")[0] in note) and not note.endswith(state):
-            problems.append(f"{where}: the note's state does not match the log at {end}s: '{state}'.")
+        counted = _ENTRIES.search(note)
+        entered = sum(e.kind == "enter" and e.time <= end + 1e-6 for e in events)
+        if counted and int(counted.group(1)) != entered:
+            problems.append(f"{where}: the note counts {counted.group(1)} entries so far; the log has {entered} "
+                            f"by {end}s.")
     return problems
 
 
