@@ -14,6 +14,7 @@ from tww_hf.synth import (
     ask_count,
     ask_entry_color,
     ask_first,
+    ask_not_yet,
     ask_realtime,
     build_record,
     causality_problems,
@@ -117,14 +118,26 @@ def test_questions_name_one_object_and_entry_colour_needs_memory():
     assert ask_entry_color(single, 1.0, rng) is None  # not yet recoloured: the frames still show the answer
 
 
-def test_notes_carry_the_running_entry_count_and_count_answers_read_the_latest():
+def test_notes_carry_shapes_seen_and_the_entry_count_and_answers_read_the_latest():
     world, teacher = _hand_world(), TemplateTeacher(0)
-    notes = [teacher.note(world, start, end) for start, end in [(-1.0, 1.0), (1.0, 2.0), (2.0, 3.0)]]
-    assert [n.rsplit(". ", 1)[-1] for n in notes] == ["Entries so far: 2.", "Entries so far: 2.",
-                                                      "Entries so far: 3."]  # a recolour is not an entry
-    assert "turns blue" in notes[1] and "yellow square enters" in notes[2]
-    question = ask_count(world, 2.0, np.random.default_rng(0))
+    world.events.append(Event(4.0, "leave", 0, "circle", "blue"))
+    notes = [teacher.note(world, start, end) for start, end in [(-1.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0)]]
+    assert [n[n.index("Shapes seen"):] for n in notes] == [
+        "Shapes seen: circle. Entries so far: 2.",
+        "Shapes seen: circle. Entries so far: 2.",  # a recolour is not an entry
+        "Shapes seen: circle, square. Entries so far: 3.",
+        "Shapes seen: circle, square. Entries so far: 3."]  # nor is a leave undone
+    assert "turns blue" in notes[1] and "yellow square enters" in notes[2] and "blue circle leaves" in notes[3]
+    rng = np.random.default_rng(0)
+    question = ask_count(world, 2.0, rng)
     assert (question.answer, question.reasoning) == ("2", "The latest note says: Entries so far: 2.")
+    realtime = ask_realtime(world, 3.0, rng)  # only the square: two circles are on screen
+    assert realtime.reasoning == ("The latest note says: Shapes seen: circle, square. The note at 3.0s says a yellow "
+                                  "square enters. So the square is yellow now.")
+    not_yet = ask_not_yet(world, 2.0, rng)
+    assert not_yet.answer == "ABCD"[not_yet.options.index(f"{not_yet.answer}. {NOT_YET}")]
+    assert not_yet.reasoning == ("The latest note says: Shapes seen: circle. No " + not_yet.text.split()[4]
+                                 + " yet. Its color cannot be known yet.")
 
 
 def test_backward_options_are_hard_negatives():
@@ -181,7 +194,11 @@ def test_validator_catches_planted_violations():
     miscounted = json.loads(json.dumps(record))
     miscounted["units"][segments[-1]]["note"] = miscounted["units"][segments[-1]]["note"].replace(
         "Entries so far: ", "Entries so far: 1")
-    assert any("entries so far; the log has" in p for p in causality_problems(miscounted))
+    assert any("carried state does not match the log" in p for p in causality_problems(miscounted))
+    unseen = json.loads(json.dumps(record))  # a shape that has not entered yet
+    unseen["units"][segments[0]]["note"] = unseen["units"][segments[0]]["note"].replace("Shapes seen: ",
+                                                                                        "Shapes seen: blob, ")
+    assert any("carried state does not match the log" in p for p in causality_problems(unseen))
     missing = json.loads(json.dumps(record))
     missing["units"][segments[0]]["note"] = ""
     assert any("no note" in p for p in causality_problems(missing))

@@ -29,6 +29,7 @@ STAGES = {
     3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3),
 }
 ENTRIES_SO_FAR = "Entries so far: {n}."
+SHAPES_SEEN = "Shapes seen: {shapes}."
 _EVENT_TEMPLATES = ("At {t:.1f}s {what}.", "{t:.1f}s: {what}.", "{What} ({t:.1f}s).")
 
 
@@ -50,14 +51,9 @@ class TemplateTeacher:
         self.rng = np.random.default_rng(seed)
 
     def note(self, world: World, start: float, end: float) -> str:
-        """What happened in (start, end], then the running entry count (`Entries so far: N.`).
-
-        The count is state carried from note to note: the writer copies the previous note's count and adds this
-        segment's entries, and a count question copies the latest note's. Without it a count answer has to find and
-        cite every entry note in a long context, which the demo model did badly (26 % on held-out counts, README)."""
+        """What happened in (start, end], then the state carried from note to note (`carried_state`)."""
         events = world.events_between(start, end)
-        entered = sum(e.kind == "enter" for e in world.events if e.time <= end)
-        return f"{self._what_happened(world, events, end)} {ENTRIES_SO_FAR.format(n=entered)}"
+        return f"{self._what_happened(world, events, end)} {carried_state(world.events, end)}"
 
     def _what_happened(self, world: World, events: list[Event], end: float) -> str:
         if events:
@@ -73,6 +69,24 @@ class TemplateTeacher:
         template = _EVENT_TEMPLATES[int(self.rng.integers(len(_EVENT_TEMPLATES)))]
         what = event.describe()
         return template.format(t=event.time, what=what, What=what[0].upper() + what[1:])
+
+
+def carried_state(events: list[Event], time: float) -> str:
+    """What every note ends with: the shapes that have entered by `time` and how many objects
+    (`Shapes seen: circle, square. Entries so far: 3.`).
+
+    Both only grow, so the writer copies the previous note's and adds this segment's entries; questions about the
+    whole past read the latest note. Without it the demo model had to search every note: a count answer had to
+    cite each entry (26 % on held-out counts), and a "color of the square now" answer had to find whether any note
+    named a square, which it got wrong both ways (README)."""
+    entries = [e for e in events if e.kind == "enter" and e.time <= time + 1e-6]
+    shapes = ", ".join(dict.fromkeys(e.shape for e in entries)) or "none"
+    return f"{SHAPES_SEEN.format(shapes=shapes)} {ENTRIES_SO_FAR.format(n=len(entries))}"
+
+
+def _latest_shapes(world: World, time: float) -> str:
+    """The `Shapes seen: ...` sentence of the latest note at `time` (questions are asked at segment ends)."""
+    return carried_state(world.events, time).split(" Entries")[0]
 
 
 # ---------------------------------------------------------------------------------------------------- questions
@@ -117,7 +131,8 @@ def ask_realtime(world: World, time: float, rng) -> Question | None:
     # Real-time and not-yet questions share one wording and the not-yet option: neither gives the other away.
     options, letter = _mcq(rng, target.color, list(COLORS), always=(NOT_YET,))
     evidence = [e for e in _history(world, time) if e.object == target.id][-2:]
-    reasoning = f"{_cite(evidence)} So the {target.shape} is {target.color} now."
+    reasoning = (f"The latest note says: {_latest_shapes(world, time)} {_cite(evidence)} "
+                 f"So the {target.shape} is {target.color} now.")
     return Question(time, f"What color is the {target.shape} now?", options, letter, "realtime", reasoning)
 
 
@@ -194,8 +209,8 @@ def ask_not_yet(world: World, time: float, rng) -> Question | None:
         return None
     shape = unseen[int(rng.integers(len(unseen)))]
     options, letter = _mcq(rng, NOT_YET, list(COLORS))
-    # A full stop, not ", so": the demo model drifted from ", so" into "so far mentions ..." (a note's wording).
-    reasoning = f"No note so far mentions a {shape}. Its color cannot be known yet."
+    # A full stop, not ", so": the demo model drifted from ", so" into a note's wording.
+    reasoning = f"The latest note says: {_latest_shapes(world, time)} No {shape} yet. Its color cannot be known yet."
     return Question(time, f"What color is the {shape} now?", options, letter, "not_yet", reasoning)
 
 
@@ -287,7 +302,6 @@ def render_record_video(record: dict, out_dir: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------------- validator
 _TIME = re.compile(r"(\d+(?:\.\d+)?)s\b")
 _ANSWER = re.compile(r"\nAnswer: ([^\n]+)$")
-_ENTRIES = re.compile(re.escape(ENTRIES_SO_FAR).replace(r"\{n\}", r"(\d+)"))
 
 
 def causality_problems(record: dict) -> list[str]:
@@ -336,11 +350,10 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
         if later:
             problems.append(f"{where}: the note reports '{later[0].describe()}', which happens later "
                             f"({later[0].time}s).")
-        counted = _ENTRIES.search(note)
-        entered = sum(e.kind == "enter" and e.time <= end + 1e-6 for e in events)
-        if counted and int(counted.group(1)) != entered:
-            problems.append(f"{where}: the note counts {counted.group(1)} entries so far; the log has {entered} "
-                            f"by {end}s.")
+        state = carried_state(events, end)
+        if ("Entries so far" in note or "Shapes seen" in note) and not note.endswith(state):
+            problems.append(f"{where}: the note's carried state does not match the log, which gives '{state}' "
+                            f"at {end}s.")
     return problems
 
 
