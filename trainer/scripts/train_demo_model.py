@@ -1,6 +1,8 @@
 """Trains the small TWW demo model on the synthetic world with the project's own recipe (stages 1 -> 2 -> 3).
 
-    python trainer/scripts/train_demo_model.py --out demo_model --seed 0 [--ship]
+    python trainer/scripts/train_demo_model.py --out demo_model --seed 1 [--ship]
+
+Seed 1 (the default) is the shipped model (run 18 in the README); seed 0, the same recipe, came out weaker.
 
 `--ship` also copies the result into the package (`tww_hf/demo_model/`, without the remote code, which
 `tww_hf.default_model_path()` adds from the installed package).
@@ -53,7 +55,7 @@ def stream_texts(data_dir: Path) -> list[str]:
     return texts
 
 
-def main(out: str, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, batch_size: int = 8,
+def main(out: str, seed: int = 1, hidden_size: int = 128, num_layers: int = 4, batch_size: int = 8,
          patch_size: int = PATCH_SIZE) -> Path:
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -90,7 +92,7 @@ def main(out: str, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, b
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_model")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1, help="1: the shipped demo model")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=4)
     parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="16: four video tokens per frame pair")
