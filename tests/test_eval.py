@@ -285,3 +285,32 @@ def test_synthetic_eval_runs_only_the_rows_asked_for(model, processor, tmp_path)
                                 progress=False, rows=["single-round"])
     assert list(result["rows"]) == ["TWW single-round"]
     assert result["rows"]["TWW single-round"]["probes_scored"] == result["probes"] > 0
+
+
+def test_note_checks_on_a_hand_worked_stream():
+    from tww_hf.evaluation.notes import check_notes
+    from tww_hf.world import Event
+
+    events = [Event(0.0, "enter", 0, "circle", "red"), Event(2.0, "enter", 1, "square", "blue"),
+              Event(3.0, "recolor", 0, "circle", "red", "green"), Event(5.0, "enter", 2, "circle", "white")]
+    notes = ["0.0s: a red circle enters. Shapes seen: circle. Entries so far: 1.",  # right
+             "At 3.0s the red circle turns green. Shapes seen: circle. Entries so far: 1.",  # misses the square
+             "A white circle enters (5.0s). Shapes seen: circle. Entries so far: 2."]  # adds up, one short
+    checks = check_notes(notes, [1.5, 3.5, 5.5], events)
+    assert [c["entries"] for c in checks] == [True, False, True]
+    assert [c["adds_up"] for c in checks] == [True, True, True]
+    assert [c["count"] for c in checks] == [True, False, False]
+    assert [c["count_low"] for c in checks] == [False, True, True]
+    assert [c["shapes"] for c in checks] == [True, False, False]  # the square is missing from the list too
+    assert not any(c["count_high"] for c in checks)
+    no_count = check_notes(["Nothing happens."], [1.5], events)[0]
+    assert not (no_count["count"] or no_count["count_low"] or no_count["adds_up"])
+
+
+def test_cli_note_checks_on_the_demo_model(capsys):
+    assert main(["eval", "synthetic", "--notes", "--num", "2", "--seed", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"stage 2", "stage 3"}
+    for row in result.values():
+        assert row["notes"] > 0 and all(0.0 <= row[c] <= 100.0 for c in ("count", "shapes", "entries", "adds_up"))
+        assert row["count"] + row["count_low"] + row["count_high"] <= 100.0 + 1e-9

@@ -262,6 +262,13 @@ def evaluate_synthetic(args) -> int:
         result = teacher_forced_answers(model, processor, num=args.num, seed=args.seed)
         print(json.dumps(result, indent=2) if args.json else forced_table(result, args.num, args.seed))
         return 0
+    if args.notes:
+        from .evaluation.notes import note_state_accuracy, notes_table
+
+        result = note_state_accuracy(model, processor, num=args.num, seed=args.seed,
+                                     max_note_tokens=args.max_note_tokens)
+        print(json.dumps(result, indent=2) if args.json else notes_table(result, args.num, args.seed))
+        return 0
     result = run_synthetic_eval(model, processor, num=args.num, seed=args.seed, out=args.out,
                                 segment_seconds=args.segment_seconds,
                                 max_note_tokens=args.max_note_tokens, max_answer_tokens=args.max_answer_tokens,
@@ -414,6 +421,9 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--teacher-forced", action="store_true",
                              help="synthetic: final-answer accuracy given the gold stream and reasoning (one forward "
                                   "pass per batch; separates the answer line from watching)")
+    eval_parser.add_argument("--notes", action="store_true",
+                             help="synthetic: how often the model's own notes carry the right state (running count, "
+                                  "shapes seen) and report each entry, checked against the event log")
     eval_parser.add_argument("--rows", nargs="+", default=None, choices=list(ROW_NAMES),
                              help="synthetic: only these rows (default: all five)")
     eval_parser.add_argument("--sqa-gold-context", action="store_true",
