@@ -303,6 +303,7 @@ def test_note_checks_on_a_hand_worked_stream():
     assert [c["count_low"] for c in checks] == [False, True, True]
     assert [c["shapes"] for c in checks] == [True, False, False]  # the square is missing from the list too
     assert not any(c["count_high"] for c in checks)
+    assert [(c["happened"], c["found"]) for c in checks] == [(1, 1), (1, 0), (1, 1)]  # entry recall 2 of 3
     no_count = check_notes(["Nothing happens."], [1.5], events)[0]
     assert not (no_count["count"] or no_count["count_low"] or no_count["adds_up"])
 
@@ -314,3 +315,4 @@ def test_cli_note_checks_on_the_demo_model(capsys):
     for row in result.values():
         assert row["notes"] > 0 and all(0.0 <= row[c] <= 100.0 for c in ("count", "shapes", "entries", "adds_up"))
         assert row["count"] + row["count_low"] + row["count_high"] <= 100.0 + 1e-9
+        assert row["entries_total"] > 0 and 0.0 <= row["entry_recall"] <= 100.0
