@@ -250,7 +250,7 @@ class _Oracle(torch.nn.Module):
 
 @pytest.mark.parametrize("after_answer", [None, True, False])
 def test_teacher_forced_answers_scores_the_final_answer_tokens(model, processor, tmp_path, after_answer):
-    from tww_hf.evaluation.forced import forced_table, teacher_forced_answers
+    from tww_hf.evaluation.forced import forced_notes_table, forced_table, teacher_forced_answers, teacher_forced_notes
     from tww_hf.evaluation.synthetic import synthetic_probes
 
     probes = synthetic_probes(3, seed=2, folder=tmp_path)
@@ -266,12 +266,21 @@ def test_teacher_forced_answers_scores_the_final_answer_tokens(model, processor,
         elif after_answer is False:
             assert row["accuracy"] == 0.0, kind
     assert "| question type |" in forced_table(result, 3, 2)
+    if after_answer is not False:  # an oracle right everywhere / only after "Answer:" (never inside a note)
+        notes = teacher_forced_notes(oracle, processor, num=3, seed=2, batch_size=2)
+        assert notes and all(row["notes"] > 0 for row in notes.values())
+        scores = [row[kind] for row in notes.values() for kind in ("colour", "shape", "number") if kind in row]
+        assert scores and set(scores) == {100.0 if after_answer is None else 0.0}
+        assert "| segment ends |" in forced_notes_table(notes, 3, 2)
 
 
 def test_cli_teacher_forced_on_the_demo_model(capsys):
     assert main(["eval", "synthetic", "--teacher-forced", "--num", "2", "--seed", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result and all(0.0 <= row["accuracy"] <= 100.0 and row["questions"] > 0 for row in result.values())
+    answers, notes = result["answers"], result["notes_by_time"]
+    assert answers and all(0.0 <= row["accuracy"] <= 100.0 and row["questions"] > 0 for row in answers.values())
+    assert notes and all(0.0 <= row[k] <= 100.0 for row in notes.values() for k in ("colour", "shape", "number")
+                         if k in row)
 
 
 def test_synthetic_eval_runs_only_the_rows_asked_for(model, processor, tmp_path):
@@ -294,7 +303,7 @@ def test_note_checks_on_a_hand_worked_stream():
     events = [Event(0.0, "enter", 0, "circle", "red"), Event(2.0, "enter", 1, "square", "blue"),
               Event(3.0, "recolor", 0, "circle", "red", "green"), Event(5.0, "enter", 2, "circle", "white")]
     notes = ["0.0s: a red circle enters. Shapes seen: circle. Entries so far: 1.",  # right
-             "At 3.0s the red circle turns green. Shapes seen: circle. Entries so far: 1.",  # misses the square
+             "At 3.0s the red circle turns green (4.0s). Shapes seen: circle. Entries so far: 1.",  # misses the square
              "A white circle enters (5.0s). Shapes seen: circle. Entries so far: 2."]  # adds up, one short
     checks = check_notes(notes, [1.5, 3.5, 5.5], events)
     assert [c["entries"] for c in checks] == [True, False, True]
@@ -303,6 +312,7 @@ def test_note_checks_on_a_hand_worked_stream():
     assert [c["count_low"] for c in checks] == [False, True, True]
     assert [c["shapes"] for c in checks] == [True, False, False]  # the square is missing from the list too
     assert not any(c["count_high"] for c in checks)
+    assert [c["times"] for c in checks] == [True, False, True]  # 4.0s is after its segment's end, 3.5s
     assert [(c["happened"], c["found"]) for c in checks] == [(1, 1), (1, 0), (1, 1)]  # entry recall 2 of 3
     no_count = check_notes(["Nothing happens."], [1.5], events)[0]
     assert not (no_count["count"] or no_count["count_low"] or no_count["adds_up"])

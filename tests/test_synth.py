@@ -1,6 +1,7 @@
 """The synthetic world and the three-stage data: determinism, frames vs event log, notes vs log, the validator."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from tww_hf.synth import (
     ask_realtime,
     build_record,
     causality_problems,
+    render_record_video,
 )
 from tww_hf.world import COLORS, OBJECT_SIZE, Event, World, WorldObject, generate_world
 
@@ -45,6 +47,46 @@ def test_rendered_frames_match_the_event_log():
     assert checked > 10
     entered = {e.object for e in world.events if e.kind == "enter"}
     assert entered == {o.id for state in world.states for o in state if o.id >= 0}
+
+
+@pytest.mark.parametrize("fps", [2.0, 4.0])
+def test_each_temporal_patch_shows_one_state(fps):
+    """Every change happens between two temporal pairs (frames 2k-1, 2k), never inside one, so each video token and
+    its `<t seconds>` header show one state; and the log times entries, exits and colour changes at the frame where
+    they first show (a stop shows only as the absence of the next step)."""
+    world = generate_world(7, duration=30.0, fps=fps)
+    frames = world.render()
+    changed = [i for i in range(1, len(frames)) if not np.array_equal(frames[i], frames[i - 1])]
+    assert len(changed) > 10 and all(i % 2 == 0 for i in changed)
+    visible = {round(e.time * fps) for e in world.events if e.kind in ("enter", "leave", "recolor")}
+    assert visible - {0} and visible - {0} <= set(changed)  # frame 0 has no frame before it
+
+
+def test_a_late_start_is_the_same_clip_at_later_stream_times():
+    early, late = generate_world(4, duration=12.0), generate_world(4, duration=12.0, start=30.0)
+    assert np.array_equal(early.render(), late.render())
+    assert [replace(e, time=e.time + 30.0) for e in early.events] == late.events
+    assert late.timestamps == [t + 30.0 for t in early.timestamps]
+    assert late.state_at(35.5) == early.state_at(5.5)
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        generate_world(4, start=2.5)
+
+
+def test_late_start_records_stream_from_their_start(tmp_path):
+    from tww_hf.data import record_frames, segment_frames
+
+    record = build_record(2, 3, late_start=True)
+    start = record["world"]["start"]
+    assert start > 0 and record == build_record(2, 3, late_start=True)
+    assert {k: v for k, v in build_record(2, 3)["world"].items() if k != "start"} == \
+        {k: v for k, v in record["world"].items() if k != "start"}  # the same clip, later
+    assert causality_problems(record) == [] and record["units"][0]["start"] == start
+    assert all(start <= e["time"] for e in record["events"])
+    render_record_video(record, tmp_path)
+    frames, times = record_frames({**record, "_root": str(tmp_path)})  # the mp4 keeps the stream times
+    assert times[0] == start and np.allclose(np.diff(times), 0.5)
+    first, first_times = segment_frames(frames, times, record["units"][0], record)
+    assert first_times == [start, start + 0.5, start + 1.0, start + 1.5]
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])

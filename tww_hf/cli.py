@@ -181,7 +181,7 @@ def data_synth(args) -> int:
 
     start = time.perf_counter()
     path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed, size=args.size, fps=args.fps,
-                                mcq_answer=args.mcq_answer, negatives=args.negatives)
+                                mcq_answer=args.mcq_answer, negatives=args.negatives, late_start=args.late_start)
     for problem in problems:
         print(f"dropped: {problem}")
     kept = sum(1 for _ in path.open())
@@ -257,10 +257,12 @@ def evaluate_synthetic(args) -> int:
     if path is None and not args.json:
         print("No --model given and no demo model shipped: evaluating the tiny RANDOM model (expect chance level).")
     if args.teacher_forced:
-        from .evaluation.forced import forced_table, teacher_forced_answers
+        from .evaluation.forced import forced_notes_table, forced_table, teacher_forced_answers, teacher_forced_notes
 
-        result = teacher_forced_answers(model, processor, num=args.num, seed=args.seed)
-        print(json.dumps(result, indent=2) if args.json else forced_table(result, args.num, args.seed))
+        answers = teacher_forced_answers(model, processor, num=args.num, seed=args.seed)
+        notes = teacher_forced_notes(model, processor, num=args.num, seed=args.seed)
+        print(json.dumps({"answers": answers, "notes_by_time": notes}, indent=2) if args.json else
+              forced_table(answers, args.num, args.seed) + "\n" + forced_notes_table(notes, args.num, args.seed))
         return 0
     if args.notes:
         from .evaluation.notes import note_state_accuracy, notes_table
@@ -374,6 +376,9 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--negatives", choices=["random", "hard"], default="random",
                               help="backward-question distractors: random (training data, default) or hard "
                                    "(as in `tww eval synthetic`)")
+    synth_parser.add_argument("--late-start", action="store_true",
+                              help="clips begin a random number of seconds into the stream (stages 1 and 2; the "
+                                   "demo model's training data)")
     synth_parser.set_defaults(func=data_synth)
     build_parser = data_commands.add_parser("build", help="write notes and reasoning for annotations with a teacher")
     build_parser.add_argument("--teacher", choices=["openai", "transformers"], required=True)

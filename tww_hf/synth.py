@@ -24,9 +24,9 @@ NOT_YET = "It has not appeared yet"
 MCQ_ANSWERS = ("option", "letter")
 NEGATIVES = ("random", "hard")
 STAGES = {
-    1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.25),
-    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.2),
-    3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3),
+    1: dict(duration=(2.0, 8.0), segment=2.0, questions=(1, 1), distractors=False, premature=0.25, late_start=64),
+    2: dict(duration=(12.0, 20.0), segment=2.0, questions=(2, 4), distractors=False, premature=0.2, late_start=52),
+    3: dict(duration=(48.0, 72.0), segment=4.0, questions=(3, 5), distractors=True, premature=0.3, late_start=0),
 }
 ENTRIES_SO_FAR = "Entries so far: {n}."
 SHAPES_SEEN = "Shapes seen: {shapes}."
@@ -221,8 +221,15 @@ ASKERS = {1: (ask_realtime, ask_entry_color, ask_count, ask_presence),
 
 # ------------------------------------------------------------------------------------------------------ records
 def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_answer: str = "option",
-                 negatives: str = "random") -> dict:
+                 negatives: str = "random", late_start: bool = False) -> dict:
     """One record of `stage` from `seed` (the same seed always gives the same record).
+
+    `late_start`: the clip begins a random whole number of seconds into the stream (up to the stage's
+    `late_start`; the canvas is empty until then), so its `<t seconds>` headers and note times are those of a
+    minute-long stream. Training data uses it: with clips that always start at 0 s, the demo model (most of whose
+    steps are stage-1 clips of at most 8 s) never learned to match the later times of the note prefix to the
+    source's headers, and from about 10 s into a stream its notes, even teacher-forced, named times outside their
+    segment and colours it was not looking at (README). The benchmark's streams start at 0 s.
 
     `negatives`: how backward questions pick their distractors. "random" (training data) draws them at random;
     "hard" (the benchmark, `tww eval synthetic`) draws other objects and colours seen in the stream, always offers
@@ -239,13 +246,16 @@ def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_an
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}.")
     spec, rng = STAGES[stage], np.random.default_rng([stage, seed])
     duration = float(rng.uniform(*spec["duration"]) // spec["segment"] * spec["segment"])
-    distractors = [(duration * 0.3, duration * 0.3 + spec["segment"])] if spec["distractors"] else None
-    world = generate_world(seed * 7 + stage, duration=duration, fps=fps, size=size, distractor_spans=distractors)
+    # Its own generator, so that records without a late start stay the same.
+    start = float(np.random.default_rng([stage, seed, 1]).integers(0, spec["late_start"] + 1)) if late_start else 0.0
+    distractors = ([(start + duration * 0.3, start + duration * 0.3 + spec["segment"])] if spec["distractors"]
+                   else None)
+    world = generate_world(seed * 7 + stage, duration=duration, fps=fps, size=size, distractor_spans=distractors,
+                           start=start)
     questions = _questions(world, stage, rng, hard=negatives == "hard")
     units, teacher, previous = [], TemplateTeacher(seed), -1.0
     times = world.timestamps
-    for segment_end in np.arange(spec["segment"] - 1 / fps, duration, spec["segment"]):
-        end = float(round(segment_end, 6))
+    for end in segment_ends(world, spec["segment"]):
         frame_times = [t for t in times if previous < t <= end]
         units.append({"kind": "segment", "start": frame_times[0], "end": end,
                       "note": teacher.note(world, previous, end)})
@@ -255,14 +265,19 @@ def build_record(stage: int, seed: int, size: int = 64, fps: float = 2.0, mcq_an
     return {"id": f"synth-s{stage}-{seed:06d}", "stage": stage, "fps": fps, "units": units,
             "events": [asdict(e) for e in world.events],
             "world": {"seed": seed * 7 + stage, "duration": duration, "fps": fps, "size": size,
-                      "distractor_spans": distractors}}
+                      "distractor_spans": distractors, "start": start}}
+
+
+def segment_ends(world: World, segment: float) -> list[float]:
+    """The stream times at which `world`'s segments of `segment` seconds end (each one's last frame)."""
+    return [float(round(world.start + t, 6)) for t in np.arange(segment - 1 / world.fps, world.duration, segment)]
 
 
 def _questions(world: World, stage: int, rng, hard: bool = False) -> list[Question]:
     spec = STAGES[stage]
-    segment_ends = [round(t, 6) for t in np.arange(spec["segment"] - 1 / world.fps, world.duration, spec["segment"])]
+    ends = segment_ends(world, spec["segment"])
     count = int(rng.integers(spec["questions"][0], spec["questions"][1] + 1))
-    candidates = segment_ends[1:] if len(segment_ends) > 1 else segment_ends
+    candidates = ends[1:] if len(ends) > 1 else ends
     times = sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist())
     questions = []
     for time in times:
@@ -294,13 +309,13 @@ def render_record_video(record: dict, out_dir: str | Path) -> Path:
     world = generate_world(**{k: v for k, v in record["world"].items()})
     path = Path(out_dir) / "clips" / f"{record['id']}.mp4"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(path, world.render(), fps=world.fps)
+    write_video(path, world.render(), fps=world.fps, start=world.start)
     record["video"] = str(path.relative_to(out_dir))
     return path
 
 
 # ---------------------------------------------------------------------------------------------------- validator
-_TIME = re.compile(r"(\d+(?:\.\d+)?)s\b")
+TIME_MENTION = re.compile(r"(\d+(?:\.\d+)?)s\b")
 _ANSWER = re.compile(r"\nAnswer: ([^\n]+)$")
 
 
@@ -320,7 +335,7 @@ def causality_problems(record: dict) -> list[str]:
             if not _well_formed(answer, str(unit.get("question") or "")):
                 problems.append(f"{where}: the answer does not end with 'Answer: X' (an option's letter or text, "
                                 "yes/no or a number).")
-            late = [float(t) for t in _TIME.findall(answer) if float(t) > float(unit["time"]) + 1e-6]
+            late = [float(t) for t in TIME_MENTION.findall(answer) if float(t) > float(unit["time"]) + 1e-6]
             if late:
                 problems.append(f"{where}: the reasoning cites {late[0]}s, after the question at {unit['time']}s.")
     return problems
@@ -341,7 +356,7 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
     if not note.strip():
         return [f"{where}: the segment has no note."]
     problems = []
-    for time in (float(t) for t in _TIME.findall(note)):
+    for time in (float(t) for t in TIME_MENTION.findall(note)):
         if not previous_end < time <= end + 1e-6:
             problems.append(f"{where}: the note mentions {time}s, outside its segment ({previous_end}, {end}].")
     if events:
@@ -358,10 +373,11 @@ def _note_problems(unit: dict, previous_end: float, events: list[Event], where: 
 
 
 def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: bool = True, size: int = 64,
-               fps: float = 2.0, mcq_answer: str = "option", negatives: str = "random") -> tuple[Path, list[str]]:
+               fps: float = 2.0, mcq_answer: str = "option", negatives: str = "random",
+               late_start: bool = False) -> tuple[Path, list[str]]:
     """Writes `num` validated records of `stage` to `out/stage{stage}.jsonl` (videos under `out/clips/`); records
-    that fail validation are reported and dropped. Returns the file and the problems found. `mcq_answer` and
-    `negatives`: see `build_record`."""
+    that fail validation are reported and dropped. Returns the file and the problems found. `mcq_answer`,
+    `negatives` and `late_start`: see `build_record`."""
     import json
 
     from tqdm.auto import tqdm
@@ -373,7 +389,8 @@ def synthesize(stage: int, num: int, out: str | Path, seed: int = 0, progress: b
     path, problems, kept = out / f"stage{stage}.jsonl", [], 0
     with path.open("w") as handle:
         for index in tqdm(range(num), desc=f"stage {stage}", disable=not progress):
-            record = build_record(stage, seed + index, size=size, fps=fps, mcq_answer=mcq_answer, negatives=negatives)
+            record = build_record(stage, seed + index, size=size, fps=fps, mcq_answer=mcq_answer, negatives=negatives,
+                                  late_start=late_start)
             render_record_video(record, out)
             found = causality_problems(record)
             try:

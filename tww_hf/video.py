@@ -130,16 +130,25 @@ def synthetic_frames(
     return frames, [i / fps for i in range(count)]
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Writes `frames` `(N, H, W, 3)` uint8 to an mp4 file (MPEG-4 part 2, which every FFmpeg build has)."""
+def write_video(path: str | Path, frames: np.ndarray, fps: float, start: float = 0.0) -> Path:
+    """Writes `frames` `(N, H, W, 3)` uint8 to an mp4 file (MPEG-4 part 2, which every FFmpeg build has); the first
+    frame is presented at `start` seconds (a multiple of 1 / fps), which the file sources report as its time."""
+    from fractions import Fraction
+
     av = _require_av()
-    path = Path(path)
+    path, rate = Path(path), int(round(fps))
+    first = round(start * rate)
+    if abs(first - start * rate) > 1e-6 or first < 0:
+        raise ValueError(f"start must be a non-negative multiple of 1 / fps = {1 / rate}s, got {start}.")
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=int(round(fps)))
+        stream = container.add_stream("mpeg4", rate=rate)
         stream.height, stream.width = frames.shape[1], frames.shape[2]
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = 2_000_000  # near-lossless for small synthetic frames (the default blurs colours badly)
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        stream.codec_context.time_base = Fraction(1, rate)
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = first + index, Fraction(1, rate)
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path

@@ -4,7 +4,8 @@ small canvas, with an exact event log, rendered to frames (and to mp4 through `t
 Everything is determined by the seed. The event log is the ground truth notes and answers are checked against.
 Events happen on whole seconds: with Qwen3-VL's temporal patches of 2 frames at 2 fps, each patch (and its
 `<t seconds>` header) then shows one state, so an event's time is visible in the stream rather than hidden
-between the two frames of a patch.
+between the two frames of a patch. (Events on the second frame of a pair, so that each change shows inside one
+token, were tried and not kept: README, run 19.)
 """
 
 from dataclasses import dataclass, field
@@ -66,21 +67,24 @@ class WorldObject:
 
 @dataclass
 class World:
-    """A generated stream: duration, canvas size, the event log, and per-frame object states."""
+    """A generated stream: duration, canvas size, the event log, and per-frame object states. `start`: the stream
+    time of the first frame (a clip that begins `start` seconds into a stream whose canvas is empty until then);
+    timestamps and event times are stream times."""
 
     duration: float
     fps: float
     size: int
     events: list[Event]
     states: list[list[WorldObject]] = field(repr=False)
+    start: float = 0.0
 
     @property
     def timestamps(self) -> list[float]:
-        return [round(i / self.fps, 6) for i in range(len(self.states))]
+        return [round(self.start + i / self.fps, 6) for i in range(len(self.states))]
 
     def state_at(self, time: float) -> list[WorldObject]:
         """Objects on screen at `time` (the last frame at or before it)."""
-        index = min(len(self.states) - 1, max(0, int(np.floor(time * self.fps + 1e-6))))
+        index = min(len(self.states) - 1, max(0, int(np.floor((time - self.start) * self.fps + 1e-6))))
         return [obj for obj in self.states[index] if obj.present]
 
     def events_between(self, start: float, end: float) -> list[Event]:
@@ -111,19 +115,23 @@ def render_frame(objects: list[WorldObject], size: int) -> np.ndarray:
 
 
 def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: int = 64, event_rate: float = 0.35,
-                   max_objects: int = 3, distractor_spans: list[tuple[float, float]] | None = None) -> World:
+                   max_objects: int = 3, distractor_spans: list[tuple[float, float]] | None = None,
+                   start: float = 0.0) -> World:
     """Simulates `duration` seconds. On each whole second, with probability `event_rate`, one event happens (weighted
     by `EVENT_WEIGHTS`): an object enters (if fewer than `max_objects`), leaves, changes colour, starts moving or
-    stops. Moving objects advance
-    4 px per second and bounce at the borders. `distractor_spans` add a flickering white circle (id -1) that
-    questions never ask about."""
+    stops. Moving objects advance 4 px per second and bounce at the borders. `distractor_spans` add a flickering
+    white circle (id -1) that questions never ask about. `start` (whole seconds) shifts every time by that much: the
+    same clip, `start` seconds into the stream (`distractor_spans` are in stream time)."""
+    if start < 0 or abs(start - round(start)) > 1e-6:
+        raise ValueError(f"start must be a whole number of seconds >= 0 (temporal pairs start on whole seconds), "
+                         f"got {start}.")
     rng = np.random.default_rng(seed)
     objects: list[WorldObject] = []
     events: list[Event] = []
     states: list[list[WorldObject]] = []
     used = set()
     for index in range(int(round(duration * fps))):
-        time = round(index / fps, 6)
+        time = round(start + index / fps, 6)
         on_second = abs(time - round(time)) < 1e-6
         if on_second and (rng.random() < event_rate or not any(o.present for o in objects)):
             event = _random_event(rng, objects, used, time, size, max_objects)
@@ -135,7 +143,7 @@ def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: in
         if distractor_spans and any(a <= time <= b for a, b in distractor_spans) and index % 2 == 0:
             frame_objects.append(WorldObject(-1, "circle", "white", size * 0.8, size * 0.2))
         states.append(frame_objects)
-    return World(duration=duration, fps=fps, size=size, events=events, states=states)
+    return World(duration=duration, fps=fps, size=size, events=events, states=states, start=start)
 
 
 def _random_event(rng, objects, used, time, size, max_objects) -> Event | None:

@@ -8,6 +8,10 @@ alone: turning the reasoning's content into the answer line. The synthetic recor
 option's text (`Answer: purple`, see `build_record`); with letters (`mcq_answer="letter"`) this step is a content ->
 letter lookup, and the previous demo model scored it at chance (README). Frames come from the renderer in memory
 (no mp4 round trip), so pixels differ slightly from the streamed evaluation's.
+
+`teacher_forced_notes` does the same for notes, by how far into the stream they are written: given the gold stream
+up to a note, does the model predict the note's colour words, shape words and numbers (times and counts)? A model
+that reads the newest segment's frames scores the same at 5 s and at 50 s; the demo model does not (README).
 """
 
 from collections import defaultdict
@@ -15,11 +19,13 @@ from collections import defaultdict
 import torch
 
 from ..synth import build_record
-from ..world import generate_world
+from ..world import COLORS, SHAPES, generate_world
 from .synthetic import EVAL_SEED_OFFSET, KINDS
 
 
 CHANCE = {"mcq": 25.0, "yesno": 50.0, "count": None}
+TIME_BUCKETS = ((8.0, "0-8 s"), (20.0, "8-20 s"), (float("inf"), "after 20 s"))
+WORD_KINDS = ("colour", "shape", "number")
 
 
 def held_out_records(num: int, seed: int, stages=(2, 3)) -> list[dict]:
@@ -75,6 +81,44 @@ def teacher_forced_answers(model, processor, num: int = 20, seed: int = 0, batch
                    "chance": CHANCE[KINDS[kind]]} for kind, found in sorted(hits.items())}
 
 
+def _word_kind(text: str) -> str | None:
+    text = text.strip()
+    return "colour" if text in COLORS else "shape" if text in SHAPES else "number" if text.isdigit() else None
+
+
+def teacher_forced_notes(model, processor, num: int = 20, seed: int = 0, batch_size: int = 4) -> dict:
+    """{time bucket: {"notes": n, "colour" / "shape" / "number": % of those note tokens predicted}}: teacher-forced,
+    over the notes of `num` held-out streams, bucketed by the stream time at which each note's segment ends
+    (`TIME_BUCKETS`). Only trained note tokens count (not the forced prefix)."""
+    from ..trainer.collator import TWWDataCollator
+
+    collator = TWWDataCollator(processor, target_start_pos=getattr(model.config, "target_start_pos", 0))
+    tokenizer, records = processor.tokenizer, held_out_records(num, seed)
+    hits, notes = defaultdict(list), defaultdict(int)
+    device = next(model.parameters()).device
+    for first in range(0, len(records), batch_size):
+        chunk = records[first: first + batch_size]
+        samples = [collator.encode(record) for record in chunk]
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collator.pad(samples).items()}
+        labels = batch.pop("labels").cpu()
+        with torch.no_grad():
+            predicted = model(**batch).logits.argmax(-1).cpu()  # (B, L): the token predicted after each position
+        for row, (record, sample) in enumerate(zip(chunk, samples)):
+            offset = len(sample.source_ids)
+            for unit, length in zip(record["units"], sample.target_lengths):
+                if unit["kind"] == "segment":
+                    bucket = next(name for limit, name in TIME_BUCKETS if unit["end"] <= limit)
+                    notes[bucket] += 1
+                    for i in range(offset, offset + length):
+                        kind = _word_kind(tokenizer.decode([int(labels[row, i])])) if labels[row, i] >= 0 else None
+                        if kind:
+                            hits[(bucket, kind)].append(bool(predicted[row, i - 1] == labels[row, i]))
+                offset += length
+    return {name: {"notes": notes[name], **{kind: 100.0 * sum(hits[(name, kind)]) / len(hits[(name, kind)])
+                                            for kind in WORD_KINDS if hits[(name, kind)]}}
+            for _, name in TIME_BUCKETS if notes[name]}
+
+
 def forced_table(result: dict, num: int, seed: int) -> str:
     lines = [f"Final-answer accuracy given the gold stream and reasoning (teacher-forced), {num} held-out streams "
              f"(seed {seed}): the step from the reasoning's content to the answer line alone.", "",
@@ -82,4 +126,14 @@ def forced_table(result: dict, num: int, seed: int) -> str:
     for kind, row in result.items():
         chance = "-" if row["chance"] is None else f"{row['chance']:.0f}"
         lines.append(f"| {kind} | {row['questions']} | {row['accuracy']:.1f} | {chance} |")
+    return "\n".join(lines) + "\n"
+
+
+def forced_notes_table(result: dict, num: int, seed: int) -> str:
+    lines = [f"Note words predicted given the gold stream (teacher-forced), {num} held-out streams (seed {seed}), by "
+             "the stream time at which the note's segment ends, %.", "",
+             "| segment ends | notes | " + " | ".join(WORD_KINDS) + " |", "|---|---|" + "---|" * len(WORD_KINDS)]
+    for name, row in result.items():
+        lines.append(f"| {name} | {row['notes']} | " + " | ".join(f"{row[k]:.1f}" if k in row else "-"
+                                                                for k in WORD_KINDS) + " |")
     return "\n".join(lines) + "\n"

@@ -7,6 +7,8 @@ against the event log:
 - `shapes`: the note's `Shapes seen` sentence equals the log's;
 - `entries`: the note reports as many entries (`... enters`) as happened in its segment;
 - `adds_up`: the note's count minus the previous note's equals the entries it reports (the arithmetic alone);
+- `times`: every time the note mentions (`At 2.5s ...`) lies in its own segment, as the causality validator
+  requires of the training notes (a later time claims what has not been seen yet);
 - `entry_recall`: per entry rather than per note, the % of entries that their own segment's note reports (most
   notes have no entry to report, so `entries` is high even when most entries are missed).
 A running count is right only while every entry has been noted, so `count` falls with `entries` compounding.
@@ -16,13 +18,13 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..synth import STAGES, build_record, carried_state, render_record_video
+from ..synth import STAGES, TIME_MENTION, build_record, carried_state, render_record_video
 from ..world import Event
 from .synthetic import EVAL_SEED_OFFSET
 
 
 _COUNT = re.compile(r"Entries so far: (\d+)\.")
-CHECKS = ("count", "count_low", "count_high", "shapes", "entries", "adds_up")
+CHECKS = ("count", "count_low", "count_high", "shapes", "entries", "adds_up", "times")
 
 
 def check_notes(notes: list[str], segment_ends: list[float], events: list[Event]) -> list[dict]:
@@ -42,6 +44,7 @@ def check_notes(notes: list[str], segment_ends: list[float], events: list[Event]
                        "shapes": gold.split(" Entries")[0] in note,
                        "entries": reported == happened,
                        "adds_up": count is not None and count - previous_count == reported,
+                       "times": all(previous_end < float(t) <= end + 1e-6 for t in TIME_MENTION.findall(note)),
                        "happened": happened, "found": min(reported, happened)})
         previous_end, previous_count = end, count if count is not None else previous_count
     return checks
