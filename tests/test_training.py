@@ -79,6 +79,25 @@ def test_collator_pads_batches_and_refuses_packing(processor):
         TWWDataCollator(processor, pack_samples=True)
 
 
+def test_target_start_jitter_moves_only_the_target_axis(processor):
+    """Each sample's target counter starts at a random offset in [0, jitter]; the source positions, tokens, labels
+    and mask stay those of the unjittered batch."""
+    records = [in_memory_record(seed) for seed in range(8)]
+    plain = TWWDataCollator(processor)(records)
+    torch.manual_seed(0)
+    jittered = TWWDataCollator(processor, target_start_jitter=50)(records)
+    source = len(TWWDataCollator(processor).encode(records[0]).source_ids)  # the records share their layout
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(plain[key], jittered[key])
+    assert torch.equal(plain["position_ids"][:, :, :source], jittered["position_ids"][:, :, :source])
+    offsets = jittered["position_ids"][:, :, source:] - plain["position_ids"][:, :, source:]  # (3, B, T)
+    per_sample = offsets[0, :, 0]
+    assert (offsets == per_sample.view(1, -1, 1)).all()  # one constant shift per sample, on all three axes
+    assert per_sample.min() >= 0 and per_sample.max() <= 50 and len(set(per_sample.tolist())) > 1
+    with pytest.raises(ValueError, match="target_start_jitter"):
+        TWWDataCollator(processor, target_start_jitter=-1)
+
+
 def test_packed_loss_equals_incremental_streaming_loss(model, processor):
     """Ties training to invariant 3: the packed loss is the mean of the per-token losses of incremental streaming."""
     record = in_memory_record()

@@ -42,6 +42,12 @@ class TWWDataCollator(DataCollatorMixin):
         train_on_prefixes (`bool`, defaults to False): also put the loss on the assistant header and forced prefixes.
         train_on_notes (`bool`, defaults to True): put the loss on memory notes (False: answers only).
         target_start_pos (`int`, defaults to 0): the model's `config.target_start_pos`.
+        target_start_jitter (`int`, defaults to 0): training augmentation: each sample's target counter starts at
+            `target_start_pos` plus a random integer in `[0, target_start_jitter]`. Source and target positions are
+            decoupled (paper §6), so the distance between a note's position and its frames' carries no meaning; but
+            a model trained mostly on short clips, where the two stay close, learns to find the newest frames by
+            that distance and stops reading them once a long stream pulls the axes apart (README, "Why the notes
+            miss entries"). A random offset takes that shortcut away. 0 (the default) changes nothing.
         pack_samples (`bool`): must stay False; records are never packed together (their streams would mix).
 
     Returns a dict with:
@@ -61,6 +67,7 @@ class TWWDataCollator(DataCollatorMixin):
     train_on_prefixes: bool = False
     train_on_notes: bool = True
     target_start_pos: int = 0
+    target_start_jitter: int = 0
     pack_samples: bool = False
     return_tensors: str = "pt"
 
@@ -68,6 +75,8 @@ class TWWDataCollator(DataCollatorMixin):
         if self.pack_samples:
             raise ValueError("TWWDataCollator never packs records together (their streams would see each other); "
                              "leave packing off and use per_device_train_batch_size for throughput.")
+        if not isinstance(self.target_start_jitter, int) or self.target_start_jitter < 0:
+            raise ValueError(f"target_start_jitter must be an integer >= 0, got {self.target_start_jitter!r}.")
 
     def torch_call(self, records: list[dict]) -> dict:
         """`records`: record dicts, or dataset rows `{"record": dict or JSON string}`."""
@@ -136,7 +145,10 @@ class TWWDataCollator(DataCollatorMixin):
             types[b, :source] = torch.tensor(sample.source_types)
             source_positions = source_position_ids(input_ids[b : b + 1, :source], types[b : b + 1, :source],
                                                    sample.video_grid_thw, merge)
-            positions[:, b : b + 1, :n] = streaming_position_ids(source_positions, n - source, self.target_start_pos)
+            start = self.target_start_pos
+            if self.target_start_jitter:  # torch's generator: seeded per worker by the Trainer / DataLoader
+                start += int(torch.randint(0, self.target_start_jitter + 1, ()))
+            positions[:, b : b + 1, :n] = streaming_position_ids(source_positions, n - source, start)
         layouts = [(s.source_lengths, s.target_lengths) for s in samples]
         output = {
             "input_ids": input_ids,

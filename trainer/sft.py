@@ -28,6 +28,9 @@ class TWWSFTConfig(SFTConfig):
                                             "choices": [1, 2, 3]})
     train_on_prefixes: bool = field(default=False, metadata={"help": "Also learn the header and forced prefixes."})
     train_on_notes: bool = field(default=True, metadata={"help": "Learn memory notes (False: answers only)."})
+    target_start_jitter: int = field(default=0, metadata={"help": "Start each sample's target positions up to this "
+                                                                  "many positions late (random), so the model cannot "
+                                                                  "locate its frames by the cross-stream distance."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the language model (0: full fine-tuning)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     vision_lr_scale: float = field(default=1.0, metadata={"help": "Learning rate of the vision tower relative to "
@@ -106,7 +109,8 @@ def build_trainer(model, processor, train_dataset, args: TWWSFTConfig, eval_data
     """A `TWWSFTTrainer` wired with the streaming collator, the processor and (if `args.lora_r`) LoRA."""
     collator = TWWDataCollator(processor, train_on_prefixes=args.train_on_prefixes,
                                train_on_notes=args.train_on_notes,
-                               target_start_pos=model.config.target_start_pos)
+                               target_start_pos=model.config.target_start_pos,
+                               target_start_jitter=args.target_start_jitter)
     return TWWSFTTrainer(
         model=model,
         args=args,

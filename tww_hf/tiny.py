@@ -98,10 +98,12 @@ def train_domain_tokenizer(texts, vocab_size: int = 1024) -> PreTrainedTokenizer
 
 
 def tiny_config(tokenizer=None, vision_depth: int = 1, hidden_size: int = 64, num_layers: int = 2,
-                vision_hidden_size: int = 32, patch_size: int = 16, **overrides) -> TWWConfig:
+                vision_hidden_size: int = 32, patch_size: int = 16, rope_theta: float = 1e4,
+                **overrides) -> TWWConfig:
     """A TWW config small enough for CPU tests; special ids are read from `tokenizer` (default: `tiny_tokenizer()`).
     `hidden_size` / `num_layers` / `vision_hidden_size` scale the model up for benchmarks and the demo model
-    (head_dim stays 16); `patch_size` must match the video processor's."""
+    (head_dim stays 16); `patch_size` must match the video processor's. `rope_theta`: 1e4 keeps test models'
+    positions sharp; Qwen3-VL itself uses 5e6."""
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _CONFIG_TOKENS.items()}
     text_config = dict(
@@ -115,7 +117,7 @@ def tiny_config(tokenizer=None, vision_depth: int = 1, hidden_size: int = 64, nu
         max_position_embeddings=4096,
         rope_parameters={
             "rope_type": "default",
-            "rope_theta": 1e4,
+            "rope_theta": rope_theta,
             "mrope_section": [4, 2, 2],
             "mrope_interleaved": True,
         },
