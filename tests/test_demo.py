@@ -186,3 +186,24 @@ def test_question_prefix_repeats_the_question_in_training_and_inference(monkeypa
                                timestamps=record["timestamps"], segmenter=FixedSegmenter(2.0), max_note_tokens=2,
                                max_answer_tokens=2))
     assert ("question", "What is it?") in seen
+
+
+def test_domain_tokenizer_splits_digits_like_qwen():
+    """With `split_digits`, a header's time and a note's time share their digit tokens (as in Qwen's tokenizer), every
+    text round-trips, and the special tokens stay single tokens; without it, BPE learns whole numbers."""
+    from tww_hf.tiny import train_domain_tokenizer
+
+    texts = ["At 24.0s a red square enters. Entries so far: 13.", "<24.0 seconds><24.5 seconds>"] * 50
+    split = train_domain_tokenizer(texts, split_digits=True)
+
+    def pieces(tokenizer, text):
+        return [tokenizer.decode([i]) for i in tokenizer.encode(text, add_special_tokens=False)]
+
+    assert pieces(split, "<24.0 seconds>")[:5] == ["<", "2", "4", ".", "0"]
+    assert pieces(split, "At 24.0s")[1:6] == [" ", "2", "4", ".", "0"]
+    assert pieces(split, "so far: 13.")[-3:] == ["1", "3", "."]
+    for text in texts + ["Answer: purple\n\n[Q THINK] x", "<EOT><EOQ>"]:
+        assert split.decode(split.encode(text, add_special_tokens=False)) == text
+    assert len(split.encode("<EOT>", add_special_tokens=False)) == 1
+    whole = train_domain_tokenizer(texts)
+    assert "24" in pieces(whole, "<24.0 seconds>") and " 24" in pieces(whole, "At 24.0s")

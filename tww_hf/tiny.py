@@ -5,7 +5,7 @@ second.
 
 from functools import lru_cache
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from .modeling.configuration_tww import TWWConfig
@@ -41,6 +41,10 @@ _CORPUS = [
 ]
 
 TINY_VOCAB_SIZE = 512
+# Qwen2/Qwen3's pre-tokenizer split (their tokenizer.json): every digit is its own piece, and so is the space before
+# a number, so `<24.0 seconds>` and `At 24.0s` share the digit tokens `2` `4`.
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+              r"\s+(?!\S)|\s+")
 
 
 @lru_cache(maxsize=2)
@@ -79,11 +83,19 @@ def tiny_tokenizer(stream_tokens: bool = True) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def train_domain_tokenizer(texts, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def train_domain_tokenizer(texts, vocab_size: int = 1024, split_digits: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer learned from `texts` (e.g. the synthetic world's notes and questions), with every
-    special token TWW needs (Qwen's vision/chat tokens, `<EOQ>`, `<EOT>`) as single tokens."""
+    special token TWW needs (Qwen's vision/chat tokens, `<EOQ>`, `<EOT>`) as single tokens.
+
+    `split_digits`: pre-tokenize as Qwen does (`QWEN_SPLIT`: one token per digit). Without it, BPE learns whole
+    numbers, and `24` in a `<24.0 seconds>` header and ` 24` in a note are unrelated tokens: a small model then has
+    to learn the header -> note-time mapping once per number, and only learns it for the times it trains on most."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)

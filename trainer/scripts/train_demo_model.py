@@ -17,7 +17,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -45,6 +45,26 @@ QUESTION_PREFIX = "\n\n[Q THINK] {question}\nReasoning: "
 PIXEL_MEAN, PIXEL_STD = BACKGROUND / 255, 0.25
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What the runs in the README changed; the defaults are the shipped model's (run 18).
+
+    - `patch_size` 16: four video tokens per frame pair, one per quadrant (run 24, 26);
+    - `late_start`: training clips begin up to a minute into the stream (`build_record`; runs 20, 21, 25, 26);
+    - `split_digits`: Qwen's digit-by-digit pre-tokenizer (`train_domain_tokenizer`; runs 25, 26);
+    - `target_start_jitter` and `rope_theta`: each sample's target axis starts up to that many positions late, and
+      RoPE's base (Qwen3-VL's is 5e6), so the model cannot find its frames by the cross-stream distance, which the
+      shipped model does (README; runs 23 to 25);
+    - `vision_lr_scale`: the vision tower's learning rate relative to the rest (at 1.0 it collapses)."""
+
+    patch_size: int = PATCH_SIZE
+    late_start: bool = False
+    split_digits: bool = False
+    target_start_jitter: int = 0
+    rope_theta: float = 1e4
+    vision_lr_scale: float = 0.1
+
+
 def stream_texts(data_dir: Path) -> list[str]:
     texts = []
     for path in sorted(data_dir.glob("stage*.jsonl")):
@@ -56,27 +76,29 @@ def stream_texts(data_dir: Path) -> list[str]:
 
 
 def main(out: str, seed: int = 1, hidden_size: int = 128, num_layers: int = 4, batch_size: int = 8,
-         patch_size: int = PATCH_SIZE) -> Path:
+         recipe: Recipe = Recipe()) -> Path:
     torch.manual_seed(seed)
     start = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix="tww-demo-data-"))
     for stage, spec in STAGES.items():
-        synthesize(stage, spec["records"], data_dir, seed=seed * 100_000 + stage * 10_000, progress=False)
-    tokenizer = train_domain_tokenizer(stream_texts(data_dir))
-    processor = tiny_processor(tokenizer, patch_size=patch_size)
+        synthesize(stage, spec["records"], data_dir, seed=seed * 100_000 + stage * 10_000, progress=False,
+                   late_start=recipe.late_start)
+    tokenizer = train_domain_tokenizer(stream_texts(data_dir), split_digits=recipe.split_digits)
+    processor = tiny_processor(tokenizer, patch_size=recipe.patch_size)
     processor.segment_prefix, processor.question_prefix = SEGMENT_PREFIX, QUESTION_PREFIX
     processor.video_processor.image_mean, processor.video_processor.image_std = [PIXEL_MEAN] * 3, [PIXEL_STD] * 3
     from tww_hf.modeling.modeling_tww import TWWForConditionalGeneration
 
     model = TWWForConditionalGeneration(tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers,
                                                     vision_depth=2, vision_hidden_size=64,
-                                                    patch_size=patch_size)).train()
+                                                    patch_size=recipe.patch_size,
+                                                    rope_theta=recipe.rope_theta)).train()
     print(f"data + tokenizer ({len(tokenizer)} tokens) in {time.perf_counter() - start:.0f}s; "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
     args = TWWSFTConfig(output_dir=str(Path(out) / "runs"), learning_rate=1e-3, warmup_ratio=0.03, weight_decay=0.1,
                         per_device_train_batch_size=batch_size, use_cpu=True, gradient_checkpointing=False,
                         logging_steps=25, save_strategy="no", seed=seed, lr_scheduler_type="cosine",
-                        vision_lr_scale=0.1,  # at the full rate the from-scratch vision tower collapses
+                        vision_lr_scale=recipe.vision_lr_scale, target_start_jitter=recipe.target_start_jitter,
                         dataloader_num_workers=1)
     for stage, spec in STAGES.items():
         trainer = build_trainer(model, processor, load_dataset(data_dir, stage),
@@ -96,9 +118,15 @@ if __name__ == "__main__":
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=4)
     parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="16: four video tokens per frame pair")
+    parser.add_argument("--late-start", action="store_true", help="training clips start up to a minute in")
+    parser.add_argument("--split-digits", action="store_true", help="Qwen's digit-by-digit pre-tokenizer")
+    parser.add_argument("--target-start-jitter", type=int, default=0, help="random target-axis offset, at most this")
+    parser.add_argument("--rope-theta", type=float, default=1e4, help="RoPE base (Qwen3-VL: 5e6)")
+    parser.add_argument("--vision-lr-scale", type=float, default=0.1)
     parser.add_argument("--ship", action="store_true", help="copy the result into tww_hf/demo_model/")
     cli = parser.parse_args()
-    trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers, patch_size=cli.patch_size)
+    recipe = Recipe(**{f.name: getattr(cli, f.name) for f in fields(Recipe)})
+    trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers, recipe=recipe)
     if cli.ship:
         from tww_hf.demo import ship_checkpoint
 
