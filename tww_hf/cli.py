@@ -181,7 +181,8 @@ def data_synth(args) -> int:
 
     start = time.perf_counter()
     path, problems = synthesize(args.stage, args.num, args.out, seed=args.seed, size=args.size, fps=args.fps,
-                                mcq_answer=args.mcq_answer, negatives=args.negatives, late_start=args.late_start)
+                                mcq_answer=args.mcq_answer, negatives=args.negatives, late_start=args.late_start,
+                                busy=args.busy)
     for problem in problems:
         print(f"dropped: {problem}")
     kept = sum(1 for _ in path.open())
@@ -379,6 +380,9 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--late-start", action="store_true",
                               help="clips begin a random number of seconds into the stream (stages 1 and 2; the "
                                    "demo model's training data)")
+    synth_parser.add_argument("--busy", action="store_true",
+                              help="a world with more arrivals and fewer departures (two or three objects on screen "
+                                   "as often as in minute-long streams; training data)")
     synth_parser.set_defaults(func=data_synth)
     build_parser = data_commands.add_parser("build", help="write notes and reasoning for annotations with a teacher")
     build_parser.add_argument("--teacher", choices=["openai", "transformers"], required=True)

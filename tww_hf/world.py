@@ -116,15 +116,19 @@ def render_frame(objects: list[WorldObject], size: int) -> np.ndarray:
 
 def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: int = 64, event_rate: float = 0.35,
                    max_objects: int = 3, distractor_spans: list[tuple[float, float]] | None = None,
-                   start: float = 0.0) -> World:
+                   start: float = 0.0, event_weights: dict[str, float] | None = None) -> World:
     """Simulates `duration` seconds. On each whole second, with probability `event_rate`, one event happens (weighted
     by `EVENT_WEIGHTS`): an object enters (if fewer than `max_objects`), leaves, changes colour, starts moving or
     stops. Moving objects advance 4 px per second and bounce at the borders. `distractor_spans` add a flickering
     white circle (id -1) that questions never ask about. `start` (whole seconds) shifts every time by that much: the
-    same clip, `start` seconds into the stream (`distractor_spans` are in stream time)."""
+    same clip, `start` seconds into the stream (`distractor_spans` are in stream time). `event_weights` replaces
+    `EVENT_WEIGHTS` (the same five kinds)."""
     if start < 0 or abs(start - round(start)) > 1e-6:
         raise ValueError(f"start must be a whole number of seconds >= 0 (temporal pairs start on whole seconds), "
                          f"got {start}.")
+    weights = EVENT_WEIGHTS if event_weights is None else event_weights
+    if set(weights) != set(EVENT_WEIGHTS):
+        raise ValueError(f"event_weights must give exactly the kinds {sorted(EVENT_WEIGHTS)}, got {sorted(weights)}.")
     rng = np.random.default_rng(seed)
     objects: list[WorldObject] = []
     events: list[Event] = []
@@ -134,7 +138,7 @@ def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: in
         time = round(start + index / fps, 6)
         on_second = abs(time - round(time)) < 1e-6
         if on_second and (rng.random() < event_rate or not any(o.present for o in objects)):
-            event = _random_event(rng, objects, used, time, size, max_objects)
+            event = _random_event(rng, objects, used, time, size, max_objects, weights)
             if event is not None:
                 events.append(event)
         if on_second:  # motion also steps on whole seconds, so both frames of a temporal patch agree
@@ -146,11 +150,11 @@ def generate_world(seed: int, duration: float = 16.0, fps: float = 2.0, size: in
     return World(duration=duration, fps=fps, size=size, events=events, states=states, start=start)
 
 
-def _random_event(rng, objects, used, time, size, max_objects) -> Event | None:
+def _random_event(rng, objects, used, time, size, max_objects, event_weights) -> Event | None:
     present = [o for o in objects if o.present]
     choices = ["enter"] if len(present) < max_objects else []
     choices += ["leave", "recolor", "move", "stop"] if present else []
-    weights = np.array([EVENT_WEIGHTS[c] for c in choices])
+    weights = np.array([event_weights[c] for c in choices])
     kind = str(rng.choice(choices, p=weights / weights.sum()))
     if kind == "enter":
         free = [(s, c) for s in SHAPES for c in COLORS if c != "white" and (s, c) not in used]

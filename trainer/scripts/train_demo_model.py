@@ -55,7 +55,9 @@ class Recipe:
     - `target_start_jitter` and `rope_theta`: each sample's target axis starts up to that many positions late, and
       RoPE's base (Qwen3-VL's is 5e6), so the model cannot find its frames by the cross-stream distance, which the
       shipped model does (README; runs 23 to 25);
-    - `vision_lr_scale`: the vision tower's learning rate relative to the rest (at 1.0 it collapses)."""
+    - `vision_lr_scale`: the vision tower's learning rate relative to the rest (at 1.0 it collapses);
+    - `vision_hidden_size`: the vision tower's width (run 30);
+    - `busy_stages`: these stages' clips come from a busier world (`build_record(busy=True)`; run 31)."""
 
     patch_size: int = PATCH_SIZE
     late_start: bool = False
@@ -63,6 +65,8 @@ class Recipe:
     target_start_jitter: int = 0
     rope_theta: float = 1e4
     vision_lr_scale: float = 0.1
+    vision_hidden_size: int = 64
+    busy_stages: tuple[int, ...] = ()
 
 
 def stream_texts(data_dir: Path) -> list[str]:
@@ -82,7 +86,7 @@ def main(out: str, seed: int = 1, hidden_size: int = 128, num_layers: int = 4, b
     data_dir = Path(tempfile.mkdtemp(prefix="tww-demo-data-"))
     for stage, spec in STAGES.items():
         synthesize(stage, spec["records"], data_dir, seed=seed * 100_000 + stage * 10_000, progress=False,
-                   late_start=recipe.late_start)
+                   late_start=recipe.late_start, busy=stage in recipe.busy_stages)
     tokenizer = train_domain_tokenizer(stream_texts(data_dir), split_digits=recipe.split_digits)
     processor = tiny_processor(tokenizer, patch_size=recipe.patch_size)
     processor.segment_prefix, processor.question_prefix = SEGMENT_PREFIX, QUESTION_PREFIX
@@ -90,7 +94,7 @@ def main(out: str, seed: int = 1, hidden_size: int = 128, num_layers: int = 4, b
     from tww_hf.modeling.modeling_tww import TWWForConditionalGeneration
 
     model = TWWForConditionalGeneration(tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers,
-                                                    vision_depth=2, vision_hidden_size=64,
+                                                    vision_depth=2, vision_hidden_size=recipe.vision_hidden_size,
                                                     patch_size=recipe.patch_size,
                                                     rope_theta=recipe.rope_theta)).train()
     print(f"data + tokenizer ({len(tokenizer)} tokens) in {time.perf_counter() - start:.0f}s; "
@@ -123,9 +127,13 @@ if __name__ == "__main__":
     parser.add_argument("--target-start-jitter", type=int, default=0, help="random target-axis offset, at most this")
     parser.add_argument("--rope-theta", type=float, default=1e4, help="RoPE base (Qwen3-VL: 5e6)")
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
+    parser.add_argument("--vision-hidden-size", type=int, default=64, help="the vision tower's width")
+    parser.add_argument("--busy-stages", type=int, nargs="*", default=(), choices=(1, 2, 3),
+                        help="these stages' clips come from a busier world (more objects on screen at once)")
     parser.add_argument("--ship", action="store_true", help="copy the result into tww_hf/demo_model/")
     cli = parser.parse_args()
     recipe = Recipe(**{f.name: getattr(cli, f.name) for f in fields(Recipe)})
+    recipe = replace(recipe, busy_stages=tuple(recipe.busy_stages))
     trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers, recipe=recipe)
     if cli.ship:
         from tww_hf.demo import ship_checkpoint
