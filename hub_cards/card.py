@@ -5,6 +5,9 @@ Evaluation JSON (what `tww eval` writes; also accepted by hand):
 
     {"results": [{"benchmark": "StreamingBench", "dataset_type": "mjuicem/StreamingBench", "split": "test",
                   "setting": "multi-turn", "metric": "accuracy", "value": 57.4}, ...]}
+
+`tww eval synthetic --json` results (`{"rows": {row: {"tasks": {task: {"accuracy": ...}}, ...}}, "seed", ...}`) are
+accepted as well and become one entry per row and question type, plus each row's overall accuracy.
 """
 
 import json
@@ -31,6 +34,8 @@ def load_eval_results(path: str | Path) -> list[dict]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise EvalFileError(f"Cannot read evaluation results {path}: {error}.") from error
+    if isinstance(data, dict) and isinstance(data.get("rows"), dict):
+        data = {"results": synthetic_results(data, path)}
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, list):
         raise EvalFileError(f"{path}: expected an object with a `results` list, as `tww eval --json` writes.")
@@ -41,6 +46,23 @@ def load_eval_results(path: str | Path) -> list[dict]:
         if not isinstance(row["value"], (int, float)):
             raise EvalFileError(f"{path}: results[{index}].value must be a number, got {row['value']!r}.")
     return results
+
+
+def synthetic_results(data: dict, path: str | Path = "results") -> list[dict]:
+    """`tww eval synthetic` results -> card entries: per row (setting), each question type's accuracy and the
+    overall accuracy per question, on the held-out set named by its seed and size."""
+    name = f"TWW synthetic world (held out, seed {data.get('seed', 0)}, {data.get('num_streams', '?')} streams)"
+    entries = []
+    for setting, row in data["rows"].items():
+        tasks = row.get("tasks") if isinstance(row, dict) else None
+        if not isinstance(tasks, dict) or "overall_per_question" not in row:
+            raise EvalFileError(f"{path}: rows[{setting!r}] lacks `tasks` or `overall_per_question`, which "
+                                f"`tww eval synthetic --json` writes.")
+        scores = {f"accuracy ({task})": score["accuracy"] for task, score in sorted(tasks.items())}
+        scores["accuracy"] = row["overall_per_question"]
+        entries += [{"benchmark": name, "dataset_type": "tww_hf/synthetic", "split": "test", "setting": setting,
+                     "metric": metric, "value": round(float(value), 1)} for metric, value in scores.items()]
+    return entries
 
 
 def framework_versions() -> dict[str, str]:

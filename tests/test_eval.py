@@ -294,6 +294,15 @@ def test_synthetic_eval_runs_only_the_rows_asked_for(model, processor, tmp_path)
                                 progress=False, rows=["single-round"])
     assert list(result["rows"]) == ["TWW single-round"]
     assert result["rows"]["TWW single-round"]["probes_scored"] == result["probes"] > 0
+    # The same JSON goes on a model card (`tww export --eval`): one entry per question type, plus overall.
+    from tww_hf.hub_cards.card import load_eval_results
+
+    (tmp_path / "synthetic.json").write_text(json.dumps(result))
+    entries, row = load_eval_results(tmp_path / "synthetic.json"), result["rows"]["TWW single-round"]
+    expected = {f"accuracy ({task})": round(score["accuracy"], 1) for task, score in row["tasks"].items()}
+    expected["accuracy"] = round(row["overall_per_question"], 1)
+    assert {e["metric"]: e["value"] for e in entries} == expected
+    assert {e["setting"] for e in entries} == {"TWW single-round"} and "seed 3, 1 streams" in entries[0]["benchmark"]
 
 
 def test_note_checks_on_a_hand_worked_stream():

@@ -50,6 +50,7 @@ def test_card_metadata_round_trips_offline(eval_file, tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("not json", "Cannot read"),
     (json.dumps({"rows": []}), "`results` list"),
+    (json.dumps({"rows": {"TWW multi-round": {"tasks": {}}}}), "rows\\['TWW multi-round'\\] lacks `tasks`"),
     (json.dumps({"results": [{"benchmark": "X", "value": 1}]}), "results\\[0\\] lacks metric"),
     (json.dumps({"results": [{"benchmark": "X", "metric": "acc", "value": "high"}]}), "must be a number"),
 ])

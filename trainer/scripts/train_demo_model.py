@@ -57,7 +57,8 @@ class Recipe:
       shipped model does (README; runs 23 to 25);
     - `vision_lr_scale`: the vision tower's learning rate relative to the rest (at 1.0 it collapses);
     - `vision_hidden_size`: the vision tower's width (run 30);
-    - `busy_stages`: these stages' clips come from a busier world (`build_record(busy=True)`; run 31)."""
+    - `busy_stages`: these stages' clips come from a busier world (`build_record(busy=True)`; runs 31, 32);
+    - `steps`: training steps of stages 1, 2 and 3 (run 33)."""
 
     patch_size: int = PATCH_SIZE
     late_start: bool = False
@@ -67,6 +68,7 @@ class Recipe:
     vision_lr_scale: float = 0.1
     vision_hidden_size: int = 64
     busy_stages: tuple[int, ...] = ()
+    steps: tuple[int, int, int] = tuple(spec["steps"] for spec in STAGES.values())
 
 
 def stream_texts(data_dir: Path) -> list[str]:
@@ -104,9 +106,9 @@ def main(out: str, seed: int = 1, hidden_size: int = 128, num_layers: int = 4, b
                         logging_steps=25, save_strategy="no", seed=seed, lr_scheduler_type="cosine",
                         vision_lr_scale=recipe.vision_lr_scale, target_start_jitter=recipe.target_start_jitter,
                         dataloader_num_workers=1)
-    for stage, spec in STAGES.items():
-        trainer = build_trainer(model, processor, load_dataset(data_dir, stage),
-                                replace(args, stage=stage, max_steps=spec["steps"]))
+    for stage, steps in zip(STAGES, recipe.steps):
+        trainer = build_trainer(model, processor, load_dataset(data_dir, stage), replace(args, stage=stage,
+                                                                                          max_steps=steps))
         trainer.train()
         model = trainer.model
         print(f"stage {stage} done at {time.perf_counter() - start:.0f}s", flush=True)
@@ -130,10 +132,12 @@ if __name__ == "__main__":
     parser.add_argument("--vision-hidden-size", type=int, default=64, help="the vision tower's width")
     parser.add_argument("--busy-stages", type=int, nargs="*", default=(), choices=(1, 2, 3),
                         help="these stages' clips come from a busier world (more objects on screen at once)")
+    parser.add_argument("--steps", type=int, nargs=3, default=Recipe.steps, metavar=("S1", "S2", "S3"),
+                        help="training steps of stages 1, 2 and 3")
     parser.add_argument("--ship", action="store_true", help="copy the result into tww_hf/demo_model/")
     cli = parser.parse_args()
     recipe = Recipe(**{f.name: getattr(cli, f.name) for f in fields(Recipe)})
-    recipe = replace(recipe, busy_stages=tuple(recipe.busy_stages))
+    recipe = replace(recipe, busy_stages=tuple(recipe.busy_stages), steps=tuple(recipe.steps))
     trained = main(cli.out, cli.seed, cli.hidden_size, cli.num_layers, recipe=recipe)
     if cli.ship:
         from tww_hf.demo import ship_checkpoint
